@@ -1,0 +1,70 @@
+// Core pieces: dtypes, shapes, small vectors, storage lifetime, errors.
+#include <gtest/gtest.h>
+
+#include <terra/terra.hpp>
+
+namespace tr = terra;
+
+TEST(Core, DTypeFacts) {
+  EXPECT_EQ(tr::itemsize(tr::DType::Float16), 2u);
+  EXPECT_EQ(tr::itemsize(tr::DType::Int64), 8u);
+  EXPECT_STREQ(tr::dtype_name(tr::DType::BFloat16), "bfloat16");
+  EXPECT_TRUE(tr::is_floating(tr::DType::Float16));
+  EXPECT_FALSE(tr::is_floating(tr::DType::Int32));
+  EXPECT_EQ(tr::promote_types(tr::DType::Int32, tr::DType::Float16), tr::DType::Float16);
+  EXPECT_EQ(tr::promote_types(tr::DType::Bool, tr::DType::Int32), tr::DType::Int32);
+}
+
+TEST(Core, ShapesAndBroadcasting) {
+  EXPECT_EQ(tr::contiguous_strides({2, 3, 4}), tr::Strides({12, 4, 1}));
+  EXPECT_EQ(tr::broadcast_shapes({3, 1}, {1, 4}, "t"), tr::Shape({3, 4}));
+  EXPECT_EQ(tr::broadcast_shapes({}, {2}, "t"), tr::Shape({2}));
+  EXPECT_THROW(tr::broadcast_shapes({3}, {4}, "t"), tr::Error);
+  EXPECT_EQ(tr::wrap_dim(-1, 3, "t"), 2);
+  EXPECT_THROW(tr::wrap_dim(3, 3, "t"), tr::Error);
+  EXPECT_EQ(tr::wrap_dims({-1, 0}, 3, "t"), tr::Dims({0, 2}));
+  EXPECT_THROW(tr::wrap_dims({1, -2}, 3, "t"), tr::Error);
+  EXPECT_EQ(tr::numel_of({}), 1);
+  EXPECT_EQ(tr::numel_of({3, 0}), 0);
+}
+
+TEST(Core, SmallVectorGrowsPastInlineCapacity) {
+  tr::SmallVector<int64_t, 2> v{1, 2};
+  for (int i = 3; i <= 10; ++i) v.push_back(i);
+  EXPECT_EQ(v.size(), 10u);
+  EXPECT_EQ(v[9], 10);
+  tr::SmallVector<int64_t, 2> w = std::move(v);
+  EXPECT_EQ(w.size(), 10u);
+  w.erase(w.begin());
+  EXPECT_EQ(w.front(), 2);
+  w.insert(w.begin(), 0);
+  EXPECT_EQ(w[0], 0);
+  EXPECT_EQ(w[1], 2);
+  tr::SmallVector<int64_t, 2> c = w;
+  EXPECT_EQ(c, w);
+}
+
+TEST(Core, TensorBasics) {
+  auto a = tr::arange(6.0).view({2, 3});
+  auto b = tr::tensor<float>({10, 20, 30});
+  auto c = a + b;
+  EXPECT_EQ(c.shape(), tr::Shape({2, 3}));
+  EXPECT_EQ(c.to_vector<float>(), (std::vector<float>{10, 21, 32, 13, 24, 35}));
+  EXPECT_EQ(c.size(-1), 3);
+  EXPECT_EQ(c.stride(0), 3);
+  EXPECT_EQ(c.nbytes(), 24u);
+  EXPECT_TRUE(c.device().is_cpu());
+  EXPECT_FALSE(tr::Tensor().defined());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(tr::zeros({7}).raw_data()) % 64, 0u);  // aligned
+}
+
+TEST(Core, ErrorsNameTheOp) {
+  try {
+    tr::ones({2, 3}) + tr::ones({4, 5});
+    FAIL();
+  } catch (const tr::Error& e) {
+    EXPECT_STREQ(e.what(), "[terra::add] shapes [2, 3] and [4, 5] cannot be broadcast together");
+  }
+}
+
+TEST(Core, Version) { EXPECT_STREQ(tr::version(), "0.1.0"); }
