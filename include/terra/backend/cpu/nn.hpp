@@ -1,0 +1,364 @@
+// terra/backend/cpu/nn.hpp: CPU kernels of the neural-network ops (softmax, log_softmax,
+// layer_norm, batch_norm, dropout). Inputs are made contiguous first; the reductions use
+// several independent accumulators so the compiler can vectorize them without reassociating.
+#pragma once
+
+#include <cstring>
+#include <limits>
+
+#include "terra/backend/cpu/index.hpp"
+#include "terra/ops/nn.hpp"
+
+// GCC keeps float compare-and-select out of vectorized loops unless it may assume FP compares
+// do not trap; that assumption changes no result. The hot helpers below opt in one by one.
+#if defined(__GNUC__) && !defined(__clang__)
+#define TERRA_CPU_NN_VEC __attribute__((optimize("no-trapping-math")))
+#else
+#define TERRA_CPU_NN_VEC
+#endif
+
+namespace terra::cpu {
+
+namespace nnk {
+
+// A contiguous shape seen as [outer, n, inner] around dim d (a 0-d tensor is [1, 1, 1]).
+struct Split3 {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+inline Split3 split_at(const Shape& s, int64_t d) {
+  Split3 r;
+  for (int64_t i = 0; i < int64_t(s.size()); ++i)
+    (i < d ? r.outer : i == d ? r.n : r.inner) *= s[i];
+  return r;
+}
+
+template <class T>
+TERRA_CPU_NN_VEC T row_max(const T* x, int64_t n) {
+  constexpr T lo = -std::numeric_limits<T>::infinity();
+  T m[8] = {lo, lo, lo, lo, lo, lo, lo, lo};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+  for (; i < n; ++i) m[0] = x[i] > m[0] ? x[i] : m[0];
+  T r = m[0];
+  for (int j = 1; j < 8; ++j) r = m[j] > r ? m[j] : r;
+  return r;
+}
+
+// Sum of x (or of (x - c)^2 when Sq): 8 accumulators of T (the loop vectorizes) over blocks
+// of 512 elements, each block's sum added in double so long rows keep their precision.
+template <bool Sq, class T>
+TERRA_CPU_NN_VEC double row_sum(const T* x, int64_t n, double c = 0.0) {
+  const T ct = T(c);
+  double total = 0;
+  for (int64_t b0 = 0; b0 < n; b0 += 512) {
+    const int64_t b1 = std::min(n, b0 + 512);
+    T a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = b0;
+    for (; i + 8 <= b1; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        const T d = x[i + j] - ct;
+        a[j] += Sq ? d * d : d;
+      }
+    for (; i < b1; ++i) {
+      const T d = x[i] - ct;
+      a[0] += Sq ? d * d : d;
+    }
+    total += double(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+  }
+  return total + (Sq ? 0.0 : double(ct) * double(n));
+}
+
+// exp for float in a form the compiler vectorizes (math::exp is a library call per element):
+// 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 in two parts, p a degree-6 polynomial;
+// within 2 ulp of expf. Below -87.3 the result is 0 (no subnormals), above 88.7 it is inf,
+// NaN stays NaN.
+TERRA_CPU_NN_VEC inline float exp_vec(float x) {
+  float xc = x < -87.33654f ? -87.33654f : x;
+  xc = xc > 88.72283f ? 88.72283f : xc;
+  const float t = xc * 1.44269504f + 12582912.0f;  // adding 1.5 * 2^23 rounds to an integer
+  const float n = t - 12582912.0f;
+  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // 2^n as two factors 2^(n/2): each stays a normal float over the whole clamped range.
+  const int32_t ni = int32_t(n), n1 = ni >> 1;
+  const int32_t b1 = (n1 + 127) << 23, b2 = (ni - n1 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, 4);
+  std::memcpy(&s2, &b2, 4);
+  float y = p * s1 * s2;
+  y = x < -87.33654f ? 0.0f : y;
+  y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
+  return x != x ? x : y;
+}
+template <class T>
+TERRA_CPU_NN_VEC T exp_fast(T x) {
+  if constexpr (std::is_same_v<T, float>)
+    return exp_vec(x);
+  else
+    return math::exp(x);
+}
+
+// One contiguous row: y = softmax(x) or log_softmax(x); y holds exp(x - max) in between. A
+// row whose max is infinite gives NaN, as PyTorch does.
+template <bool Log, class T>
+TERRA_CPU_NN_VEC void softmax_row(const T* x, T* y, int64_t n) {
+  const T m = row_max(x, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_fast(x[i] - m);
+  const double s = row_sum<false>(y, n);
+  if constexpr (Log) {
+    const T lg = T(std::log(s));
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - lg;
+  } else {
+    const T inv = T(1.0 / s);
+    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+  }
+}
+
+// Softmax over the middle dim of [n, inner] for columns [c0, c0 + w): the inner loops run over
+// contiguous columns, so a dim other than the last vectorizes too.
+template <bool Log, class T>
+TERRA_CPU_NN_VEC void softmax_cols(const T* x, T* y, int64_t n, int64_t inner, int64_t c0,
+                                   int64_t w) {
+  constexpr int64_t B = 64;
+  T m[B], s[B];
+  for (int64_t c = 0; c < w; ++c) {
+    m[c] = -std::numeric_limits<T>::infinity();
+    s[c] = 0;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T* r = x + i * inner + c0;
+    for (int64_t c = 0; c < w; ++c) m[c] = r[c] > m[c] ? r[c] : m[c];
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T* r = x + i * inner + c0;
+    T* o = y + i * inner + c0;
+    for (int64_t c = 0; c < w; ++c) o[c] = exp_fast(r[c] - m[c]);
+    for (int64_t c = 0; c < w; ++c) s[c] += o[c];
+  }
+  for (int64_t c = 0; c < w; ++c) s[c] = Log ? T(std::log(s[c])) : T(1) / s[c];
+  for (int64_t i = 0; i < n; ++i) {
+    const T* r = x + i * inner + c0;
+    T* o = y + i * inner + c0;
+    if constexpr (Log)
+      for (int64_t c = 0; c < w; ++c) o[c] = (r[c] - m[c]) - s[c];
+    else
+      for (int64_t c = 0; c < w; ++c) o[c] *= s[c];
+  }
+}
+
+template <bool Log, class T>
+void softmax_any(const T* x, T* y, const Split3& g) {
+  if (g.inner == 1) {
+    parallel_for(g.outer, g.n * 8, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) softmax_row<Log>(x + o * g.n, y + o * g.n, g.n);
+    });
+    return;
+  }
+  constexpr int64_t B = 64;
+  int64_t blocks = (g.inner + B - 1) / B;
+  parallel_for(g.outer * blocks, g.n * B * 8, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      int64_t o = t / blocks, c0 = (t % blocks) * B;
+      int64_t off = o * g.n * g.inner;
+      softmax_cols<Log>(x + off, y + off, g.n, g.inner, c0, std::min(B, g.inner - c0));
+    }
+  });
+}
+
+// The optional parameter inputs of a normalization, as contiguous arrays of dtype dt
+// (nullptr when absent); `flags` says which of them follow x in c.inputs.
+inline SmallVector<Tensor, 4> params(const OpCall& c, size_t nflags, DType dt) {
+  SmallVector<Tensor, 4> out(nflags);
+  for (size_t k = 0, i = 1; k < nflags; ++k)
+    if (c.attrs.ints[k]) out[k] = ix::dense(c.inputs[i++], dt);
+  return out;
+}
+template <class T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+}  // namespace nnk
+
+// ---- softmax / log_softmax ----
+template <bool Log>
+void softmax_kernel(const OpCall& c, std::span<Tensor> outs) {
+  Tensor x = ix::dense(c.inputs[0], c.inputs[0].dtype());
+  int64_t d = wrap_dim(c.attrs.ints[0], x.dim(), op_name(c.op));
+  if (x.numel() == 0) return;
+  nnk::Split3 g = nnk::split_at(x.shape(), d);
+  TERRA_DISPATCH_FLOAT(x.dtype(), op_name(c.op),
+                       { nnk::softmax_any<Log>(x.data_ptr<T>(), outs[0].data_ptr<T>(), g); });
+}
+template <>
+inline constexpr KernelFn cpu_kernel<op::Softmax> = &softmax_kernel<false>;
+template <>
+inline constexpr KernelFn cpu_kernel<op::LogSoftmax> = &softmax_kernel<true>;
+
+// ---- layer_norm ----
+template <class T>
+void layer_norm_rows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows,
+                     int64_t n, double eps) {
+  parallel_for(rows, n * 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const T* xr = x + r * n;
+      T* yr = y + r * n;
+      double mu = nnk::row_sum<false>(xr, n) / double(n);
+      double var = nnk::row_sum<true>(xr, n, mu) / double(n);
+      const T m = T(mu), rs = T(1.0 / std::sqrt(var + eps));
+      mean[r] = m;
+      rstd[r] = rs;
+      if (w && b)
+        for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) * rs * w[i] + b[i];
+      else if (w)
+        for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) * rs * w[i];
+      else if (b)
+        for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) * rs + b[i];
+      else
+        for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) * rs;
+    }
+  });
+}
+
+inline void layer_norm_kernel(const OpCall& c, std::span<Tensor> outs) {
+  Tensor x = ix::dense(c.inputs[0], c.inputs[0].dtype());
+  int64_t rows = outs[1].numel(), n = rows ? x.numel() / rows : 0;
+  if (rows == 0) return;
+  auto p = nnk::params(c, 2, x.dtype());
+  TERRA_DISPATCH_FLOAT(x.dtype(), "layer_norm", {
+    layer_norm_rows<T>(x.data_ptr<T>(), nnk::ptr_or_null<T>(p[0]), nnk::ptr_or_null<T>(p[1]),
+                       outs[0].data_ptr<T>(), outs[1].data_ptr<T>(), outs[2].data_ptr<T>(), rows, n,
+                       c.attrs.scalars[0]);
+  });
+}
+template <>
+inline constexpr KernelFn cpu_kernel<op::LayerNorm> = &layer_norm_kernel;
+
+// ---- batch_norm ----
+// Per channel: (mean, biased variance) over the batch and the spatial dims of x [N, C, S].
+template <class T>
+void channel_stats(const T* x, int64_t nb, int64_t ch, int64_t sp, int64_t c, double& mean,
+                   double& var) {
+  double s = 0, q = 0, cnt = double(nb * sp);
+  for (int64_t i = 0; i < nb; ++i) s += nnk::row_sum<false>(x + (i * ch + c) * sp, sp);
+  mean = s / cnt;
+  for (int64_t i = 0; i < nb; ++i) q += nnk::row_sum<true>(x + (i * ch + c) * sp, sp, mean);
+  var = q / cnt;
+}
+
+// running = (1 - momentum) * running + momentum * value, through the running tensor's stride.
+inline void update_running(const Tensor& run, int64_t c, double value, double momentum) {
+  TERRA_DISPATCH_FLOAT(run.dtype(), "batch_norm", {
+    T& r = run.data_ptr<T>()[c * run.strides()[0]];
+    r = T((1.0 - momentum) * double(r) + momentum * value);
+  });
+}
+
+inline void batch_norm_kernel(const OpCall& c, std::span<Tensor> outs) {
+  Tensor x = ix::dense(c.inputs[0], c.inputs[0].dtype());
+  const auto& fl = c.attrs.ints;
+  bool training = fl[4] != 0;
+  double momentum = c.attrs.scalars[0], eps = c.attrs.scalars[1];
+  int64_t nb = x.shape()[0], ch = x.shape()[1], sp = ch && nb ? x.numel() / (nb * ch) : 0;
+  auto p = nnk::params(c, 2, x.dtype());
+  Tensor run_m, run_v;  // the caller's tensors: updated in place
+  if (fl[2]) {
+    run_m = c.inputs[1 + fl[0] + fl[1]];
+    run_v = c.inputs[2 + fl[0] + fl[1]];
+  }
+  bool update = training && run_m.defined() && nb * sp > 0;
+  Tensor eval_m, eval_v;  // eval mode reads the running stats as contiguous float64
+  if (!training) {
+    eval_m = ix::dense(run_m, DType::Float64);
+    eval_v = ix::dense(run_v, DType::Float64);
+  }
+  TERRA_DISPATCH_FLOAT(x.dtype(), "batch_norm", {
+    const T *xp = x.data_ptr<T>(), *w = nnk::ptr_or_null<T>(p[0]), *b = nnk::ptr_or_null<T>(p[1]);
+    T *y = outs[0].data_ptr<T>(), *sm = outs[1].data_ptr<T>(), *si = outs[2].data_ptr<T>();
+    parallel_for(ch, std::max<int64_t>(nb * sp, 1) * 6, [&](int64_t lo, int64_t hi) {
+      for (int64_t k = lo; k < hi; ++k) {
+        double mean = 0, var = 0;
+        if (training && nb * sp > 0) {
+          channel_stats(xp, nb, ch, sp, k, mean, var);
+        } else if (!training) {
+          mean = eval_m.data_ptr<double>()[k];
+          var = eval_v.data_ptr<double>()[k];
+        }
+        double inv = 1.0 / std::sqrt(var + eps);
+        sm[k] = T(mean);
+        si[k] = T(inv);
+        if (update) {
+          double cnt = double(nb * sp);
+          update_running(run_m, k, mean, momentum);
+          update_running(run_v, k, var * cnt / (cnt - 1.0), momentum);
+        }
+        const T scale = T(inv * (w ? double(w[k]) : 1.0));
+        const T shift = T((b ? double(b[k]) : 0.0) - mean * double(scale));
+        for (int64_t i = 0; i < nb; ++i) {
+          const T* xr = xp + (i * ch + k) * sp;
+          T* yr = y + (i * ch + k) * sp;
+          for (int64_t j = 0; j < sp; ++j) yr[j] = xr[j] * scale + shift;
+        }
+      }
+    });
+  });
+  if (update) {
+    run_m.storage()->version.fetch_add(1, std::memory_order_relaxed);
+    run_v.storage()->version.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+template <>
+inline constexpr KernelFn cpu_kernel<op::BatchNorm> = &batch_norm_kernel;
+
+// ---- dropout ----
+// Draws in chunks: the Philox loop has no branches, so the compiler can vectorize it.
+inline void dropout_draws(uint64_t seed, uint64_t first, int64_t n, float* u) {
+  for (int64_t j = 0; j < n; ++j) u[j] = PhiloxDraw::uniform_f32(seed, first + uint64_t(j));
+}
+
+template <class T>
+void dropout_apply(const T* x, T* y, bool* mask, int64_t n, const OpCall& c) {
+  const double p = c.attrs.scalars[0];
+  const float pf = float(p);
+  const T scale = p < 1.0 ? T(1.0 / (1.0 - p)) : T(0);
+  parallel_for(n, 24, [&](int64_t b, int64_t e) {
+    float u[256];
+    for (int64_t i0 = b; i0 < e; i0 += 256) {
+      const int64_t len = std::min<int64_t>(256, e - i0);
+      dropout_draws(c.attrs.seed, c.attrs.offset + uint64_t(i0), len, u);
+      for (int64_t j = 0; j < len; ++j) {
+        const bool keep = p < 1.0 && u[j] >= pf;
+        mask[i0 + j] = keep;
+        y[i0 + j] = keep ? x[i0 + j] * scale : T(0);
+      }
+    }
+  });
+}
+
+inline void dropout_kernel(const OpCall& c, std::span<Tensor> outs) {
+  Tensor x = ix::dense(c.inputs[0], c.inputs[0].dtype());
+  bool* mask = outs[1].data_ptr<bool>();
+  TERRA_DISPATCH_FLOAT(x.dtype(), "dropout", {
+    const T* xp = x.data_ptr<T>();
+    T* y = outs[0].data_ptr<T>();
+    if (c.attrs.ints[0]) {
+      dropout_apply<T>(xp, y, mask, x.numel(), c);
+    } else {  // not training: the identity, every element kept
+      std::copy_n(xp, x.numel(), y);
+      std::fill_n(mask, x.numel(), true);
+    }
+  });
+}
+template <>
+inline constexpr KernelFn cpu_kernel<op::Dropout> = &dropout_kernel;
+
+}  // namespace terra::cpu
+
+#undef TERRA_CPU_NN_VEC
