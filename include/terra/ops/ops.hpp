@@ -1,0 +1,22 @@
+// terra/ops/ops.hpp: every op family, the op table and dispatch.
+#pragma once
+
+#include "terra/ops/conv.hpp"
+#include "terra/ops/dispatch.hpp"
+#include "terra/ops/elementwise.hpp"
+#include "terra/ops/factory.hpp"
+#include "terra/ops/index.hpp"
+#include "terra/ops/linalg.hpp"
+#include "terra/ops/nn.hpp"
+#include "terra/ops/reduce.hpp"
+#include "terra/ops/shape.hpp"
+#include "terra/ops/sort.hpp"
+#include "terra/ops/table.hpp"
+#include "terra/ops/vjp/conv.hpp"
+#include "terra/ops/vjp/elementwise.hpp"
+#include "terra/ops/vjp/linalg.hpp"
+#include "terra/ops/vjp/nn.hpp"
+#include "terra/ops/vjp/reduce.hpp"
+#include "terra/ops/vjp/shape.hpp"
+#include "terra/ops/vjp/index.hpp"
+#include "terra/ops/vjp/sort.hpp"
