@@ -1,0 +1,23 @@
+// terra/terra.hpp: the whole library. Reaches no CUDA header.
+#pragma once
+
+#include "terra/core/config.hpp"
+#include "terra/core/device.hpp"
+#include "terra/core/dtype.hpp"
+#include "terra/core/error.hpp"
+#include "terra/core/philox.hpp"
+#include "terra/core/shape.hpp"
+#include "terra/tensor.hpp"
+#include "terra/ops/ops.hpp"
+// The kernels: in every translation unit (header-only), or with TERRA_SEPARATE_KERNELS only
+// in the one that includes <terra/kernels_tu.hpp>.
+#if !defined(TERRA_SEPARATE_KERNELS)
+#include "terra/backend/kernels.hpp"
+#endif
+#include "terra/tensor_methods.hpp"
+#include "terra/io/print.hpp"
+#include "terra/autograd/engine.hpp"
+#include "terra/autograd/gradcheck.hpp"
+#include "terra/optim/optim.hpp"
+#include "terra/nn/nn.hpp"
+#include "terra/io/checkpoint.hpp"
