@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Prints terra's times beside LibTorch's from a Google Benchmark JSON file.
 
-    python3 scripts/bench_ratios.py build-bench/bench.json [--markdown]
+    python3 scripts/bench_ratios.py build-bench/bench.json [more.json ...] [--markdown]
 
-Pairs BM_terra_<case> with BM_torch_<case> and prints wall-clock time (real_time) per
+Several files (terra_bench's and terra_bench_train's) make one table, in file order. Pairs BM_terra_<case> with BM_torch_<case> and prints wall-clock time (real_time) per
 iteration and the ratio terra/torch (below 1: terra is faster). With repetitions, the median
 aggregate is used when present, else the median of the repetitions. Standard library only.
 """
@@ -24,11 +24,16 @@ def fmt_time(ns):
     return "%.3g ns" % ns
 
 
-def load(path):
-    with open(path) as f:
-        doc = json.load(f)
+def load(paths):
+    docs = []
+    for path in paths:
+        with open(path) as f:
+            text = f.read()
+        # A binary whose cases a --benchmark_filter all excluded leaves an empty file.
+        if text.strip():
+            docs.append(json.loads(text))
     runs, medians, errors, order = {}, {}, {}, []
-    for b in doc.get("benchmarks", []):
+    for b in (b for doc in docs for b in doc.get("benchmarks", [])):
         m = NAME.match(b.get("run_name", b["name"]))
         if not m:
             continue
@@ -46,7 +51,7 @@ def load(path):
             runs.setdefault(key, []).append(ns)
     times = {k: statistics.median(v) for k, v in runs.items()}
     times.update(medians)
-    return doc.get("context", {}), order, times, errors
+    return (docs[0].get("context", {}) if docs else {}), order, times, errors
 
 
 def cell(key, times, errors):
@@ -59,10 +64,10 @@ def cell(key, times, errors):
 
 def main(argv):
     args = [a for a in argv[1:] if not a.startswith("--")]
-    if len(args) != 1:
+    if not args:
         sys.exit(__doc__)
     markdown = "--markdown" in argv
-    context, order, times, errors = load(args[0])
+    context, order, times, errors = load(args)
     rows = []
     for case in order:
         t, p = (case, "terra"), (case, "torch")
@@ -78,6 +83,9 @@ def main(argv):
         print("|" + "|".join(["---"] + ["---:"] * 3) + "|")
         for r in rows:
             print("| " + " | ".join(r) + " |")
+        return
+    if not rows:
+        print("no BM_terra_/BM_torch_ results")
         return
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     for r in [head] + rows:
