@@ -15,9 +15,8 @@
 
 #include <terra/terra.hpp>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "bench_main.hpp"
+
 
 #ifdef TERRA_BENCH_WITH_TORCH
 #include <torch/torch.h>
@@ -25,8 +24,6 @@
 #endif
 
 // OpenBLAS sizes its own thread pool; these are resolved only when OpenBLAS is linked in.
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
-extern "C" int openblas_get_num_threads() __attribute__((weak));
 
 namespace {
 
@@ -212,35 +209,8 @@ BENCHMARK(BM_torch_train_mlp)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_train_cnn)->UseRealTime()->Unit(benchmark::kMicrosecond);
 #endif
 
-// The thread count both libraries use: OpenMP's (OMP_NUM_THREADS, else all cores).
-int bench_threads() {
-#if defined(_OPENMP)
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = bench_threads();
-  // The same thread setup as terra_bench (bench_ops.cpp): terra's parallel loops, LibTorch's
-  // intra-op pool and the BLAS both call get the same count.
-  if (openblas_set_num_threads) openblas_set_num_threads(threads);
-  benchmark::AddCustomContext("terra_threads", std::to_string(threads));
-  if (openblas_get_num_threads)
-    benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_get_num_threads()));
-#ifdef TERRA_BENCH_WITH_TORCH
-  at::set_num_threads(threads);
-  benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));
-  benchmark::AddCustomContext("torch_version", TORCH_VERSION);
-#else
-  benchmark::AddCustomContext("torch_threads", "none (built without LibTorch)");
-#endif
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return terra_bench::run(argc, argv);
 }

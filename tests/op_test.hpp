@@ -113,4 +113,17 @@ inline void expect_error(const std::function<void()>& f, std::initializer_list<c
   }
 }
 
+// ---- gradients ----
+using GradFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// float64 values uniform in [lo, hi) (gradcheck works in float64).
+inline Tensor rnd(const Shape& s, uint32_t seed, double lo = -2, double hi = 2) {
+  return random(s, DType::Float64, seed, lo, hi);
+}
+// The analytic gradients of f at `in` match central differences (terra::autograd::gradcheck).
+inline void expect_gradcheck(const GradFn& f, const std::vector<Tensor>& in, const std::string& what) {
+  std::string err = terra::autograd::gradcheck(f, in);
+  EXPECT_TRUE(err.empty()) << what << ": " << err;
+}
+
 }  // namespace tt

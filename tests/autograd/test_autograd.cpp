@@ -10,13 +10,8 @@ using tr::Tensor;
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 namespace {
-Tensor rnd(const Shape& s, uint32_t seed, double lo = -2, double hi = 2) {
-  return tt::random(s, DType::Float64, seed, lo, hi);
-}
-void expect_gradcheck(const Fn& f, const std::vector<Tensor>& in, const std::string& what) {
-  std::string err = ag::gradcheck(f, in);
-  EXPECT_TRUE(err.empty()) << what << ": " << err;
-}
+using tt::expect_gradcheck;
+using tt::rnd;
 }  // namespace
 
 TEST(Autograd, UnaryVjpsMatchFiniteDifferences) {

@@ -15,9 +15,7 @@ using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 using Unary = std::function<Tensor(const Tensor&)>;
 
 namespace {
-Tensor rnd(const Shape& s, uint32_t seed, double lo = -2, double hi = 2) {
-  return tt::random(s, DType::Float64, seed, lo, hi);
-}
+using tt::rnd;
 // gradcheck, plus a check that every analytic gradient is finite (a NaN would compare as a
 // match against finite differences).
 void expect_gradcheck(const Fn& f, const std::vector<Tensor>& in, const std::string& what) {

@@ -48,66 +48,26 @@ struct UnaryOp : Stateless {
   }
 };
 
-struct Neg : UnaryOp<Neg, DTypeRule::Same> {
-  static constexpr uint8_t saves = kSaveNone;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return -x; }
-};
-struct Abs : UnaryOp<Abs, DTypeRule::Same> {
-  static constexpr uint8_t saves = kSaveInputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return x < T(0) ? T(-x) : x; }
-};
-struct Exp : UnaryOp<Exp, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::exp(x); }
-};
-struct Log : UnaryOp<Log, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveInputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::log(x); }
-};
-struct Sqrt : UnaryOp<Sqrt, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::sqrt(x); }
-};
-struct Rsqrt : UnaryOp<Rsqrt, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return T(1) / math::sqrt(x); }
-};
-struct Sin : UnaryOp<Sin, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveInputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::sin(x); }
-};
-struct Cos : UnaryOp<Cos, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveInputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::cos(x); }
-};
-struct Tanh : UnaryOp<Tanh, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::tanh(x); }
-};
-struct Sigmoid : UnaryOp<Sigmoid, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return T(1) / (T(1) + math::exp(-x)); }
-};
+// A unary op whose functor is one expression of x: its struct, dtype rule, save policy and vjp
+// declaration (the vjp is in ops/vjp/elementwise.hpp).
+#define TERRA_UNARY_FUNCTOR(Type, R, save, expr)                             \
+  struct Type : UnaryOp<Type, DTypeRule::R> {                                \
+    static constexpr uint8_t saves = save;                                   \
+    TERRA_VJP;                                                               \
+    using UnaryOp::UnaryOp;                                                  \
+    template <class T> TERRA_HD T operator()(T x) const { return expr; }     \
+  };
+
+TERRA_UNARY_FUNCTOR(Neg, Same, kSaveNone, -x)
+TERRA_UNARY_FUNCTOR(Abs, Same, kSaveInputs, x < T(0) ? T(-x) : x)
+TERRA_UNARY_FUNCTOR(Exp, Float, kSaveOutputs, math::exp(x))
+TERRA_UNARY_FUNCTOR(Log, Float, kSaveInputs, math::log(x))
+TERRA_UNARY_FUNCTOR(Sqrt, Float, kSaveOutputs, math::sqrt(x))
+TERRA_UNARY_FUNCTOR(Rsqrt, Float, kSaveOutputs, T(1) / math::sqrt(x))
+TERRA_UNARY_FUNCTOR(Sin, Float, kSaveInputs, math::sin(x))
+TERRA_UNARY_FUNCTOR(Cos, Float, kSaveInputs, math::cos(x))
+TERRA_UNARY_FUNCTOR(Tanh, Float, kSaveOutputs, math::tanh(x))
+TERRA_UNARY_FUNCTOR(Sigmoid, Float, kSaveOutputs, T(1) / (T(1) + math::exp(-x)))
 struct Relu : UnaryOp<Relu, DTypeRule::Same> {
   static constexpr uint8_t saves = kSaveOutputs;
   TERRA_VJP;
@@ -115,12 +75,7 @@ struct Relu : UnaryOp<Relu, DTypeRule::Same> {
   // x < 0 ? 0 : x keeps NaN, as PyTorch does.
   template <class T> TERRA_HD T operator()(T x) const { return x < T(0) ? T(0) : x; }
 };
-struct Silu : UnaryOp<Silu, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveInputs;
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return x / (T(1) + math::exp(-x)); }
-};
+TERRA_UNARY_FUNCTOR(Silu, Float, kSaveInputs, x / (T(1) + math::exp(-x)))
 struct LogicalNot : UnaryOp<LogicalNot, DTypeRule::Logical> {
   using UnaryOp::UnaryOp;
   template <class T> TERRA_HD bool operator()(T x) const { return !x; }
