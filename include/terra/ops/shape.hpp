@@ -248,11 +248,15 @@ struct Cat : Stateless {
 namespace terra {
 
 namespace detail {
-inline Tensor view_op(Op op, const Tensor& x, SmallVector<int64_t, 8> ints, Loc loc) {
+// A one-input op whose attributes are only attrs.ints (views, sort, topk, ...).
+inline OutList ints_op(Op op, const Tensor& x, SmallVector<int64_t, 8> ints, Loc loc) {
   const Tensor in[] = {x};
   Attrs a;
   a.ints = std::move(ints);
-  return dispatch1({.op = op, .inputs = in, .attrs = std::move(a), .loc = loc});
+  return dispatch({.op = op, .inputs = in, .attrs = std::move(a), .loc = loc});
+}
+inline Tensor view_op(Op op, const Tensor& x, SmallVector<int64_t, 8> ints, Loc loc) {
+  return std::move(ints_op(op, x, std::move(ints), loc)[0]);
 }
 inline SmallVector<int64_t, 8> ints_of(const Shape& s) { return {s.begin(), s.end()}; }
 }  // namespace detail

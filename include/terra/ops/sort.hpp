@@ -57,23 +57,14 @@ struct Topk : Stateless {
 
 namespace terra {
 
-namespace detail {
-inline OutList sort_op(Op op, const Tensor& x, SmallVector<int64_t, 8> ints, Loc loc) {
-  const Tensor in[] = {x};
-  Attrs a;
-  a.ints = std::move(ints);
-  return dispatch({.op = op, .inputs = in, .attrs = std::move(a), .loc = loc});
-}
-}  // namespace detail
-
 // x: any shape -> same shape: running sums along dim (bool/int -> int64).
 inline Tensor cumsum(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
-  return std::move(detail::sort_op(Op::Cumsum, x, {dim}, loc)[0]);
+  return std::move(detail::ints_op(Op::Cumsum, x, {dim}, loc)[0]);
 }
 // (values, int64 indices) sorted along dim; stable.
 inline std::pair<Tensor, Tensor> sort(const Tensor& x, int64_t dim = -1, bool descending = false,
                                       Loc loc = Loc::current()) {
-  OutList r = detail::sort_op(Op::Sort, x, {dim, descending ? 1 : 0}, loc);
+  OutList r = detail::ints_op(Op::Sort, x, {dim, descending ? 1 : 0}, loc);
   return {std::move(r[0]), std::move(r[1])};
 }
 // int64 indices that sort x along dim (stable).
@@ -86,7 +77,7 @@ inline Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false
 inline std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1,
                                       bool largest = true, bool sorted = true,
                                       Loc loc = Loc::current()) {
-  OutList r = detail::sort_op(Op::Topk, x, {k, dim, largest ? 1 : 0, sorted ? 1 : 0}, loc);
+  OutList r = detail::ints_op(Op::Topk, x, {k, dim, largest ? 1 : 0, sorted ? 1 : 0}, loc);
   return {std::move(r[0]), std::move(r[1])};
 }
 }  // namespace terra

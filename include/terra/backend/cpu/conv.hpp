@@ -2,8 +2,10 @@
 // convolutions) and the 2-D pooling kernels.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "terra/backend/cpu/linalg.hpp"
@@ -28,6 +30,12 @@ struct ConvGeom {
   int64_t og() const { return o / groups; }
   int64_t kdim() const { return cg() * kh * kw; }  // rows of the im2col matrix
   int64_t opix() const { return oh * ow; }
+  // For the kernel column whose input column is ox * sw + xoff: the output columns [x0, x1)
+  // that read inside the image (the others read padding).
+  std::pair<int64_t, int64_t> in_image(int64_t xoff) const {
+    int64_t x0 = xoff >= 0 ? 0 : std::min<int64_t>((-xoff + sw - 1) / sw, ow);
+    return {x0, std::clamp<int64_t>((w - xoff + sw - 1) / sw, x0, ow)};
+  }
 };
 
 // v: {sh, sw, ph, pw, dh, dw, groups}; out: the conv output (or its gradient).
@@ -62,9 +70,7 @@ void im2col_plane(const ConvGeom& g, const T* in, T* col, int64_t ld) {
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     for (int64_t kj = 0; kj < g.kw; ++kj, col += ld) {
       int64_t xoff = kj * g.dw - g.pw;
-      // Output columns whose input column is inside the image: [x0, x1).
-      int64_t x0 = xoff >= 0 ? 0 : std::min<int64_t>((-xoff + g.sw - 1) / g.sw, g.ow);
-      int64_t x1 = std::clamp<int64_t>((g.w - xoff + g.sw - 1) / g.sw, x0, g.ow);
+      auto [x0, x1] = g.in_image(xoff);
       for (int64_t oy = 0; oy < g.oh; ++oy) {
         T* dst = col + oy * g.ow;
         int64_t iy = oy * g.sh - g.ph + ki * g.dh;
@@ -172,8 +178,7 @@ void conv_direct(const ConvGeom& g, const T* x, const T* w, const T* bias, T* ou
         for (int64_t kj = 0; kj < g.kw; ++kj) {
           T wv = w[(oc * g.kh + ki) * g.kw + kj];
           int64_t xoff = kj * g.dw - g.pw;
-          int64_t x0 = xoff >= 0 ? 0 : std::min<int64_t>((-xoff + g.sw - 1) / g.sw, g.ow);
-          int64_t x1 = std::clamp<int64_t>((g.w - xoff + g.sw - 1) / g.sw, x0, g.ow);
+          auto [x0, x1] = g.in_image(xoff);
           for (int64_t oy = 0; oy < g.oh; ++oy) {
             int64_t iy = oy * g.sh - g.ph + ki * g.dh;
             if (iy < 0 || iy >= g.h) continue;
@@ -214,8 +219,7 @@ void col2im_plane(const ConvGeom& g, const T* col, T* in, int64_t ld) {
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     for (int64_t kj = 0; kj < g.kw; ++kj, col += ld) {
       int64_t xoff = kj * g.dw - g.pw;
-      int64_t x0 = xoff >= 0 ? 0 : std::min<int64_t>((-xoff + g.sw - 1) / g.sw, g.ow);
-      int64_t x1 = std::clamp<int64_t>((g.w - xoff + g.sw - 1) / g.sw, x0, g.ow);
+      auto [x0, x1] = g.in_image(xoff);
       for (int64_t oy = 0; oy < g.oh; ++oy) {
         int64_t iy = oy * g.sh - g.ph + ki * g.dh;
         if (iy < 0 || iy >= g.h) continue;
@@ -306,8 +310,7 @@ void conv_direct_backward(const ConvGeom& g, const T* go, const T* x, const T* w
   // f(oy, iy, x0, x1, xoff) over the in-image taps of kernel offset (ki, kj).
   auto taps = [&](int64_t ki, int64_t kj, const auto& f) {
     int64_t xoff = kj * g.dw - g.pw;
-    int64_t x0 = xoff >= 0 ? 0 : std::min<int64_t>((-xoff + g.sw - 1) / g.sw, g.ow);
-    int64_t x1 = std::clamp<int64_t>((g.w - xoff + g.sw - 1) / g.sw, x0, g.ow);
+    auto [x0, x1] = g.in_image(xoff);
     for (int64_t oy = 0; oy < g.oh; ++oy) {
       int64_t iy = oy * g.sh - g.ph + ki * g.dh;
       if (iy >= 0 && iy < g.h) f(oy, iy, x0, x1, xoff);
