@@ -218,6 +218,7 @@ inline Tensor Tensor::from_storage(Ref<Storage> storage, const Shape& shape,
 
 inline void* Tensor::raw_data() const {
   TERRA_CHECK(device().is_cpu(), "data", "tensor is on ", device(), "; copy it to the cpu first");
+  storage()->wait_ready();  // a co-executed value: wait for the run that produces it
   return static_cast<char*>(storage()->data()) + storage_offset() * element_size();
 }
 

@@ -8,6 +8,7 @@ namespace terra {
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   // A host read: the copy kernel runs directly (not through dispatch, which would record it).
+  if (trace::Hook* h = trace::active_hook()) h->on_fetch(*this);
   const Tensor in[] = {device().is_cpu() ? *this : to(Device::cpu())};
   Tensor y = Tensor::empty(in[0].shape(), dtype_v<T>, Device::cpu());
   Attrs a;

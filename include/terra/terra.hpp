@@ -21,3 +21,4 @@
 #include "terra/optim/optim.hpp"
 #include "terra/nn/nn.hpp"
 #include "terra/io/checkpoint.hpp"
+#include "terra/exec/engine.hpp"

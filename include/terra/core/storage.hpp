@@ -10,6 +10,7 @@
 
 #include "terra/core/device.hpp"
 #include "terra/core/error.hpp"
+#include "terra/core/pending.hpp"
 
 namespace terra {
 
@@ -61,10 +62,56 @@ class Storage {
                            std::function<void(void*)> deleter) {
     auto* s = new Storage(data, nbytes, device);
     s->deleter_ = std::move(deleter);
+    s->user_memory_ = true;
     return Ref<Storage>(s);
   }
 
+  // A co-executed op's output: no memory until its block is launched (see set_memory), and a
+  // signal that host accesses wait on.
+  static Ref<Storage> lazy(size_t nbytes, Device device) {
+    auto* s = new Storage(nullptr, nbytes, device);
+    s->lazy_ = true;
+    return Ref<Storage>(s);
+  }
+  // Gives a lazy storage its own memory (64-byte aligned, owned).
+  void allocate_lazy() {
+    if (data_ != nullptr || nbytes_ == 0) return;
+    data_ = ::operator new(nbytes_, std::align_val_t(kAlign), std::nothrow);
+    TERRA_CHECK(data_ != nullptr, "allocate", "out of memory allocating ", nbytes_, " bytes");
+    deleter_ = [](void* p) { ::operator delete(p, std::align_val_t(kAlign)); };
+  }
+
+  // A fresh number from the process-wide creation counter (every storage takes one).
+  static uint64_t next_birth() {
+    static std::atomic<uint64_t> counter{1};
+    return counter.fetch_add(1, std::memory_order_relaxed);
+  }
+
   void* data() const { return data_; }
+  // Memory that the user wrapped (from_blob without copy): it may change behind terra's back.
+  bool user_memory() const { return user_memory_; }
+  // References held to this storage (by tensors, views, autograd, the engine).
+  int use_count() const { return refs_.load(std::memory_order_acquire); }
+
+  // ---- co-execution (owned by the host thread that uses the storage) ----
+  // Waits for the run that produces or uses this storage, if any. Never waits on a runner.
+  void wait_ready() const {
+    if (detail::in_runner()) return;
+    // A storage that only exists as a run's output throws that run's error; memory that existed
+    // before (parameters) keeps what the ops before the failure wrote, as in eager execution.
+    if (Signal* s = pending_.load(std::memory_order_acquire); s && (!s->done() || (lazy_ && s->failed())))
+      s->wait();
+  }
+  Signal* pending() const { return pending_.load(std::memory_order_acquire); }
+  void set_pending(Signal* s) {
+    if (s) s->retain();
+    if (Signal* old = pending_.exchange(s, std::memory_order_acq_rel)) old->release();
+  }
+  uint64_t trace_tag = 0;     // (iteration serial << 32) | (buffer index + 1), set by the recorder
+  uint64_t produced_by = 0;   // serial of the traced iteration whose op produced it, or 0
+  // Creation order across the process: tells a feed built during an iteration from a tensor
+  // that existed before it.
+  const uint64_t birth = next_birth();
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
 
@@ -74,6 +121,9 @@ class Storage {
  private:
   template <class> friend class Ref;
   Storage(void* data, size_t nbytes, Device device) : data_(data), nbytes_(nbytes), device_(device) {}
+  ~Storage() {
+    if (Signal* p = pending_.load(std::memory_order_acquire)) p->release();
+  }
   static void destroy(Storage* s) {
     if (s->inline_) {
       s->~Storage();
@@ -89,6 +139,9 @@ class Storage {
   size_t nbytes_;
   Device device_;
   bool inline_ = false;
+  bool user_memory_ = false;
+  bool lazy_ = false;
+  std::atomic<Signal*> pending_{nullptr};
   std::function<void(void*)> deleter_;
 };
 

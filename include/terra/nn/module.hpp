@@ -187,7 +187,10 @@ class ModuleHolder {
   const std::shared_ptr<Impl>& ptr() const { return impl_; }
   bool is_empty() const { return impl_ == nullptr; }
   template <class... Args>
-  decltype(auto) operator()(Args&&... args) const { return get()->forward(std::forward<Args>(args)...); }
+  decltype(auto) operator()(Args&&... args) const {
+    trace::ModuleScope scope(get());  // part of the program location of the ops inside
+    return get()->forward(std::forward<Args>(args)...);
+  }
 
  private:
   std::shared_ptr<Impl> impl_;

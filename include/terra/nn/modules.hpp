@@ -219,7 +219,10 @@ class SequentialImpl : public Module {
   }
   Tensor forward(const Tensor& x) override {
     Tensor h = x;
-    for (auto& [n, c] : named_children()) h = c->forward(h);
+    for (auto& [n, c] : named_children()) {
+      trace::ModuleScope scope(c.get());
+      h = c->forward(h);
+    }
     return h;
   }
   size_t size() const { return named_children().size(); }

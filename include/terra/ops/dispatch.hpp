@@ -3,6 +3,7 @@
 // Tracing and co-execution hook in here and nowhere else.
 #pragma once
 
+#include "terra/ops/mode.hpp"
 #include "terra/ops/op.hpp"
 
 namespace terra {
@@ -33,19 +34,33 @@ inline void run_kernel(const OpCall& call, const OpInfo& info, std::span<Tensor>
   k(call, outs);
 }
 
-// A contiguous copy made by the copy kernel alone (not recorded by autograd or traces).
+// A contiguous copy, not recorded by autograd (but traced: a co-executed run makes it too).
 inline Tensor snapshot(const Tensor& t) {
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
   const Tensor in[] = {t};
   Attrs a;
   a.dtype = t.dtype();
-  run_kernel({.op = Op::Copy, .inputs = in, .attrs = a}, op_info(Op::Copy), {&c, 1});
-  return c;
+  bool& grad_mode = autograd::grad_mode_flag();
+  struct Restore {
+    bool& flag;
+    bool prev;
+    ~Restore() { flag = prev; }
+  } restore{grad_mode, grad_mode};
+  grad_mode = false;
+  return dispatch1({.op = Op::Copy, .inputs = in, .attrs = a});
 }
 
-// An in-place call (call.out set): write straight into *out when that is safe, else compute
-// into a temporary and copy (with a cast) into *out.
-inline void run_into(const OpCall& call, const OpInfo& info, const OutMeta& m, Tensor& result) {
+// Host code may hand eager ops values that a co-executed run has not produced yet.
+inline void wait_inputs(const OpCall& call) {
+  for (const Tensor& t : call.inputs)
+    if (t.defined()) t.storage()->wait_ready();
+  if (call.out && call.out->defined()) call.out->storage()->wait_ready();
+}
+
+// The kernel part of an in-place call (call.out set): write straight into *out when that is
+// safe, else compute into a temporary and copy (with a cast) into *out. Bumps no version: the
+// graph executors share it and leave versions to the host, which bumps them at call time.
+inline void compute_into(const OpCall& call, const OpInfo& info, const OutMeta& m,
+                         Tensor& result) {
   Tensor& o = *call.out;
   TERRA_CHECK(o.shape() == m.shape, info.name, "result of shape ", m.shape,
               " cannot be written into a tensor of shape ", o.shape());
@@ -71,40 +86,59 @@ inline void run_into(const OpCall& call, const OpInfo& info, const OutMeta& m, T
     run_kernel({.op = Op::Copy, .inputs = in, .attrs = a, .out = &o, .loc = call.loc},
                op_info(Op::Copy), {&result, 1});
   }
-  o.storage()->version.fetch_add(1, std::memory_order_relaxed);
+}
+
+// An in-place call, eagerly: the kernel part, then the version bump autograd checks.
+inline void run_into(const OpCall& call, const OpInfo& info, const OutMeta& m, Tensor& result) {
+  compute_into(call, info, m, result);
+  call.out->storage()->version.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace detail
 
-inline OutList dispatch(const OpCall& call) {
-  const OpInfo& info = op_info(call.op);
-  detail::check_inputs(call, info);
+namespace detail {
+
+// What every mode does before an op runs: validation, shape/dtype inference, and what autograd
+// needs (input versions before the op, snapshots of inputs an in-place op overwrites).
+struct Prepared {
   MetaList metas;
-  info.infer(call, metas);
-  OutList outs;
-  // Versions before the kernel runs: an in-place op must not validate its own saved inputs.
-  bool record = autograd_wants(call, info, metas);
+  bool record = false;
   SmallVector<uint64_t, 4> versions;
-  if (record)
-    for (const Tensor& t : call.inputs) versions.push_back(t.storage()->version.load());
+  SmallVector<Tensor, 4> saved;  // in-place calls only: the inputs autograd keeps
+};
+
+inline void prepare(const OpCall& call, const OpInfo& info, Prepared& p) {
+  check_inputs(call, info);
+  info.infer(call, p.metas);
+  // Versions before the kernel runs: an in-place op must not validate its own saved inputs.
+  p.record = autograd_wants(call, info, p.metas);
+  if (p.record)
+    for (const Tensor& t : call.inputs) p.versions.push_back(t.storage()->version.load());
+  if (!call.out) return;
+  TERRA_CHECK(p.metas.size() == 1 && p.metas[0].alias < 0, info.name, "has no in-place form");
+  // The vjp must see the values before this op overwrote them: snapshot saved inputs that
+  // share memory with the destination.
+  p.saved = SmallVector<Tensor, 4>(call.inputs.begin(), call.inputs.end());
+  if (p.record && (info.saves & kSaveInputs))
+    for (size_t i = 0; i < p.saved.size(); ++i)
+      if (p.saved[i].storage() == call.out->storage()) {
+        p.saved[i] = snapshot(p.saved[i]);
+        p.versions[i] = 0;
+      }
+}
+
+// Allocate (or alias), run the kernel now, record for autograd.
+inline OutList execute_eager(const OpCall& call, const OpInfo& info, Prepared& p) {
+  wait_inputs(call);
+  OutList outs;
   if (call.out) {
-    TERRA_CHECK(metas.size() == 1 && metas[0].alias < 0, info.name, "has no in-place form");
-    // The vjp must see the values before this op overwrote them: snapshot saved inputs that
-    // share memory with the destination.
-    SmallVector<Tensor, 4> saved(call.inputs.begin(), call.inputs.end());
-    if (record && (info.saves & kSaveInputs))
-      for (size_t i = 0; i < saved.size(); ++i)
-        if (saved[i].storage() == call.out->storage()) {
-          saved[i] = detail::snapshot(saved[i]);
-          versions[i] = 0;
-        }
     outs.emplace_back();
-    detail::run_into(call, info, metas[0], outs[0]);
-    if (record) autograd_record(call, info, outs, {saved.data(), saved.size()}, versions);
+    run_into(call, info, p.metas[0], outs[0]);
+    if (p.record) autograd_record(call, info, outs, {p.saved.data(), p.saved.size()}, p.versions);
     return outs;
   }
   bool compute = false;
-  for (OutMeta& m : metas) {
+  for (OutMeta& m : p.metas) {
     if (m.alias >= 0) {
       outs.push_back(Tensor::from_storage(call.inputs[m.alias].storage(), m.shape, m.strides,
                                           m.offset, m.dtype));
@@ -113,9 +147,23 @@ inline OutList dispatch(const OpCall& call) {
       compute = true;
     }
   }
-  if (compute) detail::run_kernel(call, info, {outs.data(), outs.size()});
-  if (record) autograd_record(call, info, outs, call.inputs, versions);
+  if (compute) run_kernel(call, info, {outs.data(), outs.size()});
+  if (p.record) autograd_record(call, info, outs, call.inputs, p.versions);
   return outs;
+}
+
+inline OutList dispatch_eager(const OpCall& call, const OpInfo& info) {
+  Prepared p;
+  prepare(call, info, p);
+  return execute_eager(call, info, p);
+}
+}  // namespace detail
+
+inline OutList dispatch(const OpCall& call) {
+  const OpInfo& info = op_info(call.op);
+  if (trace::Hook* h = trace::active_hook(); TERRA_UNLIKELY(h != nullptr))
+    return h->dispatch(call, info);
+  return detail::dispatch_eager(call, info);
 }
 
 }  // namespace terra

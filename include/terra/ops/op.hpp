@@ -101,6 +101,10 @@ struct OpInfo {
 inline const OpInfo& op_info(Op op);
 inline const char* op_name(Op op) { return op_info(op).name; }
 
+namespace autograd {
+inline bool& grad_mode_flag();  // per thread; defined in autograd/autograd.hpp
+}
+
 // Autograd's hook in dispatch (defined in autograd/autograd.hpp): whether this call must be
 // recorded, and the recording itself, given the input versions seen before the kernel ran.
 inline bool autograd_wants(const OpCall& call, const OpInfo& info, const MetaList& metas);

@@ -1,0 +1,443 @@
+// terra/exec/engine.hpp: the co-execution engine (DESIGN.md section 5).
+//
+//   terra::Engine engine;
+//   for (int step = 0; step < n; ++step) {
+//     auto it = engine.iteration();   // one training iteration
+//     ...ordinary imperative code...
+//   }
+//
+// The first iterations run eagerly and are recorded (tracing). Their traces are merged into a
+// TraceGraph per iteration() call site; once a block has been seen `compile_after` times it is
+// compiled (graph passes, memory plan). From then on the iteration co-executes: every op call
+// is checked against the next node and answered with a lazy handle; a block is launched on the
+// graph-runner thread as soon as the host has passed its end (or reads one of its values).
+// An op that matches nothing, an early end, or an exception makes the engine launch what was
+// validated and continue eagerly while recording; the new trace is merged. Results are those
+// of eager execution, bit for bit.
+#pragma once
+
+#include <map>
+#include <ostream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "terra/exec/runner.hpp"
+#include "terra/trace/trace_graph.hpp"
+
+namespace terra {
+
+struct EngineOptions {
+  // Iterations per call site run eagerly, unrecorded, before tracing starts: first iterations
+  // often differ from all later ones (optimizer state created lazily, gradients undefined),
+  // and merging such a one-off path would only fragment the graph.
+  int warmup = 1;
+  int compile_after = 2;        // traces of a block before it is compiled and co-executed
+  int max_specializations = 8;  // distinct nodes per program location (shapes, attributes)
+  int max_blocks = 256;         // per iteration() call site
+  int max_ahead = 2;            // iterations the host may run ahead of the graph runner
+  bool coexecute = true;        // false: trace nothing, run every iteration eagerly
+  bool timeline = false;        // record host/runner spans for write_timeline()
+};
+
+struct EngineStats {
+  int64_t iterations = 0;   // iteration scopes entered
+  int64_t eager = 0;        // ran eagerly, unrecorded (warm-up, or co-execution off)
+  int64_t traced = 0;       // ran eagerly from the start, recorded
+  int64_t coexecuted = 0;   // ran entirely co-executed
+  int64_t fallbacks = 0;    // started co-executing, then diverged or threw
+  int64_t blocks = 0;       // blocks in all trace graphs
+  int64_t nodes = 0;        // op nodes in all trace graphs
+  int64_t paths = 0;        // distinct block sequences seen
+  int64_t compiles = 0;     // blocks compiled (including re-compiles after a graph change)
+  int64_t launches = 0;     // runs handed to the graph runner
+  int64_t ops_coexecuted = 0;
+  std::map<std::string, int64_t> reasons;  // why iterations were traced again, with counts
+};
+
+inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
+  os << "iterations " << s.iterations << " (eager " << s.eager << ", traced " << s.traced << ", co-executed "
+     << s.coexecuted << ", fallen back " << s.fallbacks << "), blocks " << s.blocks
+     << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
+     << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted;
+  for (const auto& [why, n] : s.reasons) os << "\n  re-trace: " << why << " (x" << n << ")";
+  return os;
+}
+
+class Engine final : public trace::Hook {
+ public:
+  // The RAII scope of one iteration: co-execution and tracing happen only inside it.
+  class Iteration {
+   public:
+    ~Iteration() { engine_->end_iteration(std::uncaught_exceptions() > uncaught_); }
+    Iteration(const Iteration&) = delete;
+    Iteration& operator=(const Iteration&) = delete;
+
+   private:
+    friend class Engine;
+    explicit Iteration(Engine* e) : engine_(e), uncaught_(std::uncaught_exceptions()) {}
+    Engine* engine_;
+    int uncaught_;
+  };
+
+  explicit Engine(EngineOptions opts = {}) : opts_(opts), runner_(opts.timeline) {}
+  ~Engine() override { runner_.drain(); }
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Starts an iteration; throws the error of a failed earlier run, if any (once).
+  [[nodiscard]] Iteration iteration(Loc loc = Loc::current()) {
+    begin_iteration(loc);
+    return Iteration(this);
+  }
+
+  EngineStats stats() const {
+    EngineStats s = stats_;
+    s.blocks = s.nodes = 0;
+    for (const auto& [k, g] : graphs_) {
+      s.blocks += int64_t(g.graph.blocks.size());
+      s.nodes += int64_t(g.graph.num_nodes());
+    }
+    s.paths = int64_t(paths_.size());
+    return s;
+  }
+  const EngineOptions& options() const { return opts_; }
+  // Waits until every launched run has finished.
+  void synchronize() { runner_.drain(); }
+
+  // The trace graphs, one per iteration() call site, and their compiled plans (for dumps).
+  struct Compiled {
+    uint64_t version = 0;
+    std::shared_ptr<const graph::Plan> plan;
+    std::shared_ptr<exec::CpuExecutor> exec;
+  };
+  struct GraphState {
+    std::string site;
+    int64_t iterations = 0;
+    trace::TraceGraph graph;
+    std::vector<Compiled> compiled;  // per block
+  };
+  const std::unordered_map<uint64_t, GraphState>& graphs() const { return graphs_; }
+  // Host iterations and runner spans so far (EngineOptions::timeline).
+  std::vector<exec::TimelineEvent> timeline() {
+    runner_.drain();
+    auto ev = runner_.take_events();
+    events_.insert(events_.end(), ev.begin(), ev.end());
+    std::sort(events_.begin(), events_.end(),
+              [](const auto& a, const auto& b) { return a.ts_us < b.ts_us; });
+    return events_;
+  }
+
+  // ---- trace::Hook ----
+  trace::Mode mode() const override { return mode_; }
+  OutList dispatch(const OpCall& call, const OpInfo& info) override {
+    return mode_ == trace::Mode::Tracing ? traced(call, info) : coexec(call, info);
+  }
+  void on_fetch(const Tensor& t) override {
+    if (mode_ == trace::Mode::Tracing && rec_.knows(t)) rec_.note_fetch();
+  }
+
+ private:
+  // ---- iteration scope ----
+  void begin_iteration(const Loc& loc) {
+    TERRA_CHECK(mode_ == trace::Mode::Eager, "Engine::iteration",
+                "iterations of one engine cannot nest or overlap");
+    runner_error_check();
+    while (int(inflight_.size()) >= std::max(1, opts_.max_ahead)) {
+      inflight_.front()->wait_done();
+      inflight_.erase(inflight_.begin());
+    }
+    static std::atomic<uint64_t> serials{1};
+    rec_.begin(serials.fetch_add(1), Storage::next_birth());
+    uint64_t key = trace::Site{loc.file_name(), loc.line(), loc.column(), 0, 0}.key();
+    gs_ = &graphs_[key];
+    if (gs_->site.empty()) gs_->site = trace::Site{loc.file_name(), loc.line(), 0, 0, 0}.str();
+    ++stats_.iterations;
+    bool warm = gs_->iterations++ >= opts_.warmup;
+    started_coexec_ = opts_.coexecute && !gs_->graph.empty() && ready(0);
+    path_.clear();
+    diverged_.clear();
+    iter_t0_ = opts_.timeline ? exec::now_us() : 0;
+    if (started_coexec_) {
+      mode_ = trace::Mode::CoExecuting;
+      enter_block(0, true);
+    } else {
+      mode_ = opts_.coexecute && warm ? trace::Mode::Tracing : trace::Mode::Eager;
+    }
+    prev_hook_ = trace::active_hook();
+    if (mode_ != trace::Mode::Eager) trace::active_hook() = this;
+  }
+
+  void end_iteration(bool exception) {
+    trace::active_hook() = prev_hook_;
+    if (mode_ == trace::Mode::CoExecuting) {
+      const trace::Block& b = gs_->graph.blocks[block_];
+      bool complete = idx_ == b.ir.nodes.size() && b.can_end;
+      launch_segment(int32_t(idx_));
+      if (exception) {
+        diverged_ = "exception thrown inside the iteration";
+      } else if (!complete) {
+        diverged_ = "iteration ended where no traced iteration ended";
+        mode_ = trace::Mode::Tracing;  // merge what ran: the graph learns the new end
+      }
+    }
+    if (started_coexec_ && diverged_.empty()) {
+      ++stats_.coexecuted;
+    } else if (started_coexec_) {
+      ++stats_.fallbacks;
+      ++stats_.reasons[diverged_];
+    } else if (mode_ == trace::Mode::Tracing) {
+      ++stats_.traced;
+    } else {
+      ++stats_.eager;
+    }
+    if (mode_ == trace::Mode::Tracing) {
+      if (exception) {
+        if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
+      } else {
+        trace::GraphLimits lim{opts_.max_specializations, opts_.max_blocks};
+        gs_->graph.merge(rec_.trace(), lim);
+        for (auto& n : gs_->graph.notes) ++stats_.reasons[n];
+        gs_->graph.notes.clear();
+      }
+    }
+    if (!path_.empty()) {
+      uint64_t h = 0xcbf29ce484222325ull;
+      for (int32_t b : path_) h = (h ^ uint64_t(b)) * 0x100000001b3ull;
+      paths_.insert(h);
+    }
+    if (last_signal_) inflight_.push_back(std::move(last_signal_));
+    if (opts_.timeline)
+      events_.push_back({started_coexec_ && diverged_.empty() ? "iteration (co-executed)"
+                                                              : "iteration (eager)",
+                         0, iter_t0_, exec::now_us() - iter_t0_});
+    storage_.clear();
+    attrs_.clear();
+    open_ = {};
+    mode_ = trace::Mode::Eager;
+  }
+
+  void runner_error_check() {
+    if (auto e = runner_.first_error()) {
+      runner_.drain();
+      runner_.clear_error();
+      std::rethrow_exception(e);
+    }
+  }
+
+  // ---- blocks ----
+  bool ready(int32_t b) {
+    const trace::Block& blk = gs_->graph.blocks[b];
+    if (blk.seen < opts_.compile_after) return false;
+    compiled(b);
+    return true;
+  }
+  Compiled& compiled(int32_t b) {
+    gs_->compiled.resize(gs_->graph.blocks.size());
+    Compiled& c = gs_->compiled[b];
+    const trace::Block& blk = gs_->graph.blocks[b];
+    if (!c.exec || c.version != blk.version) {
+      c.plan = std::make_shared<const graph::Plan>(graph::compile(blk.ir));
+      c.exec = std::make_shared<exec::CpuExecutor>(c.plan);
+      c.version = blk.version;
+      ++stats_.compiles;
+    }
+    return c;
+  }
+  void enter_block(int32_t b, bool reset_binding) {
+    block_ = b;
+    idx_ = 0;
+    const trace::Block& blk = gs_->graph.blocks[b];
+    if (reset_binding) bind_.reset(rec_.trace().bufs.size(), blk.ir.bufs.size());
+    storage_.assign(blk.ir.bufs.size(), {});
+    attrs_.assign(blk.ir.nodes.size(), {});
+    launched_ = 0;
+    path_.push_back(b);
+  }
+
+  // Launches nodes [launched_, end) of the current block on the runner.
+  void launch_segment(int32_t end) {
+    if (end <= launched_) return;
+    Compiled& c = compiled(block_);
+    const graph::BlockIr& ir = gs_->graph.blocks[block_].ir;
+    auto run = std::make_unique<exec::Run>();
+    run->exec = c.exec;
+    run->begin = launched_;
+    run->end = end;
+    run->attrs.assign(std::make_move_iterator(attrs_.begin() + launched_),
+                      std::make_move_iterator(attrs_.begin() + end));
+    // Values the host still holds get their own memory; the others live in the plan's arena.
+    for (int32_t n = launched_; n < end; ++n) {
+      const graph::IrNode& node = ir.nodes[n];
+      if (node.inplace) continue;
+      for (size_t k = 0; k < node.outs.size(); ++k) {
+        if (node.out_alias[k] >= 0) continue;
+        Ref<Storage>& s = storage_[node.outs[k].buf];
+        if (s && s->use_count() > 1) {
+          s->allocate_lazy();
+        } else {
+          s = {};
+        }
+      }
+    }
+    run->storage = storage_;
+    run->signal = open_signal();
+    run->signal->launched = true;
+    run->signal->launch = nullptr;
+    if (opts_.timeline) run->name = "block " + std::to_string(block_);
+    last_signal_ = run->signal;
+    open_ = {};
+    launched_ = end;
+    ++stats_.launches;
+    runner_.push(std::move(run));
+  }
+  Ref<exec::RunSignal>& open_signal() {
+    if (!open_) {
+      open_ = Ref<exec::RunSignal>(new exec::RunSignal());
+      open_->launch = [this] { launch_segment(int32_t(idx_)); };
+    }
+    return open_;
+  }
+
+  // ---- op calls ----
+  OutList traced(const OpCall& call, const OpInfo& info) {
+    detail::Prepared p;
+    detail::prepare(call, info, p);
+    trace::OpRecord r = rec_.start(call);
+    OutList outs = detail::execute_eager(call, info, p);
+    rec_.finish(std::move(r), call, outs);
+    return outs;
+  }
+
+  // The record's outputs as they will be, before they exist.
+  void expect_outputs(const OpCall& call, const detail::Prepared& p, trace::OpRecord& r) {
+    if (call.out) {
+      r.outs.push_back(rec_.ref(*call.out));
+      r.out_alias.push_back(-1);
+      return;
+    }
+    int32_t next = int32_t(rec_.trace().bufs.size());
+    for (const OutMeta& m : p.metas) {
+      if (m.alias >= 0) {
+        r.outs.push_back({r.ins[m.alias].buf, m.shape, m.strides, m.offset, m.dtype});
+      } else {
+        r.outs.push_back({next++, m.shape, contiguous_strides(m.shape), 0, m.dtype});
+      }
+      r.out_alias.push_back(int8_t(m.alias));
+    }
+  }
+
+  // Finds the node this call is, moving to a successor block (and launching the current one)
+  // when the host has passed the end of its block. Empty string: found; else why not.
+  const char* find_node(const trace::OpRecord& r) {
+    const trace::Block& b = gs_->graph.blocks[block_];
+    if (idx_ < b.ir.nodes.size())
+      return trace::match_node(b, int32_t(idx_), r, bind_) ? "" : "op differs from the traced one";
+    for (int32_t s : b.succ) {
+      bind_.reset(rec_.trace().bufs.size(), gs_->graph.blocks[s].ir.bufs.size());
+      if (!trace::match_node(gs_->graph.blocks[s], 0, r, bind_)) continue;
+      if (!ready(s)) return "path not traced often enough to be compiled";
+      launch_segment(int32_t(idx_));
+      enter_block(s, false);
+      return "";
+    }
+    return "host took a path never traced";
+  }
+
+  OutList coexec(const OpCall& call, const OpInfo& info) {
+    detail::Prepared p;
+    detail::prepare(call, info, p);
+    trace::OpRecord r = rec_.start(call);
+    expect_outputs(call, p, r);
+    if (const char* why = find_node(r); *why) {
+      diverged_ = why;
+      launch_segment(int32_t(idx_));
+      mode_ = trace::Mode::Tracing;
+      r.outs.clear();
+      r.out_alias.clear();
+      OutList outs = detail::execute_eager(call, info, p);
+      rec_.finish(std::move(r), call, outs);
+      return outs;
+    }
+    const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
+    attrs_[idx_++] = call.attrs;
+    Signal* sig = open_signal().get();
+    for (size_t j = 0; j < call.inputs.size(); ++j) bind_external(node.ins[j].buf, call.inputs[j], sig);
+    OutList outs;
+    if (call.out) {
+      bind_external(node.outs[0].buf, *call.out, sig);
+      call.out->storage()->set_pending(sig);
+      call.out->storage()->version.fetch_add(1, std::memory_order_relaxed);
+      outs.push_back(*call.out);
+    } else {
+      for (size_t k = 0; k < p.metas.size(); ++k) {
+        const OutMeta& m = p.metas[k];
+        if (m.alias >= 0) {
+          outs.push_back(Tensor::from_storage(call.inputs[m.alias].storage(), m.shape, m.strides,
+                                              m.offset, m.dtype));
+          continue;
+        }
+        Ref<Storage> s = Storage::lazy(size_t(numel_of(m.shape)) * itemsize(m.dtype), m.device);
+        s->set_pending(sig);
+        storage_[node.outs[k].buf] = s;
+        outs.push_back(Tensor::from_storage(std::move(s), m.shape, contiguous_strides(m.shape), 0,
+                                            m.dtype));
+      }
+    }
+    r.outs.clear();
+    r.out_alias.clear();
+    rec_.finish(std::move(r), call, outs);
+    if (p.record) {
+      std::span<const Tensor> saved = call.out ? std::span<const Tensor>(p.saved.data(), p.saved.size())
+                                               : call.inputs;
+      autograd_record(call, info, outs, saved, p.versions);
+    }
+    ++stats_.ops_coexecuted;
+    return outs;
+  }
+
+  // A tensor from outside the block, read or written by it: bound by reference for this run
+  // (memory the user wrapped is copied now, as eager execution would have read it now).
+  void bind_external(int32_t b, const Tensor& t, Signal* sig) {
+    const trace::Block& blk = gs_->graph.blocks[block_];
+    if (!blk.ir.bufs[b].external || storage_[b]) return;
+    const Ref<Storage>& s = t.storage();
+    if (s->user_memory()) {
+      s->wait_ready();
+      Ref<Storage> copy = Storage::allocate(s->nbytes(), s->device());
+      if (s->nbytes()) std::memcpy(copy->data(), s->data(), s->nbytes());
+      storage_[b] = std::move(copy);
+      return;
+    }
+    storage_[b] = s;
+    if (s->pending() != sig) s->set_pending(sig);
+  }
+
+  EngineOptions opts_;
+  EngineStats stats_;
+  exec::Runner runner_;
+  std::unordered_map<uint64_t, GraphState> graphs_;
+  GraphState* gs_ = nullptr;
+  trace::Recorder rec_;
+  trace::Mode mode_ = trace::Mode::Eager;
+  trace::Hook* prev_hook_ = nullptr;
+  bool started_coexec_ = false;
+  std::string diverged_;
+  // the walk through the current block
+  int32_t block_ = 0;
+  size_t idx_ = 0;
+  trace::Binding bind_;
+  std::vector<Ref<Storage>> storage_;  // per buffer of the current block
+  std::vector<Attrs> attrs_;           // per node of the current block
+  int32_t launched_ = 0;
+  Ref<exec::RunSignal> open_, last_signal_;
+  std::vector<Ref<exec::RunSignal>> inflight_;  // last run of each recent iteration
+  std::vector<int32_t> path_;
+  std::set<uint64_t> paths_;
+  std::vector<exec::TimelineEvent> events_;
+  double iter_t0_ = 0;
+};
+
+}  // namespace terra

@@ -1,0 +1,166 @@
+// terra/exec/runner.hpp: the graph-runner thread of an engine, and the signals host reads wait on.
+// The host thread launches runs (a range of a compiled block with its bindings); one runner
+// thread executes them in launch order, so a run always sees the effects of earlier runs, as
+// eager execution would. A failed run poisons every later one: their values are never
+// produced, and reading any of them throws the first error.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "terra/core/pending.hpp"
+#include "terra/exec/cpu_executor.hpp"
+
+namespace terra::exec {
+
+using Clock = std::chrono::steady_clock;
+inline double now_us() {
+  static const Clock::time_point t0 = Clock::now();
+  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+}
+
+// One event of the timeline (Chrome trace format: "X" events with a duration).
+struct TimelineEvent {
+  std::string name;
+  int tid = 0;  // 0: host thread, 1: graph runner
+  double ts_us = 0, dur_us = 0;
+};
+
+// Completion of one run. `launch` (set by the engine until the run is launched) lets a host
+// read of a value of a not-yet-launched run launch it first.
+class RunSignal final : public Signal {
+ public:
+  std::function<void()> launch;  // host thread only
+  bool launched = false;         // host thread only
+  std::exception_ptr error;      // written by the runner before done
+
+  void wait() override {
+    if (!launched && launch) launch();  // a fetch inside the open segment: launch it now
+    done_.wait(false, std::memory_order_acquire);
+    if (error) std::rethrow_exception(error);
+  }
+  void finish(std::exception_ptr e) {
+    error = std::move(e);
+    failed_.store(error != nullptr, std::memory_order_release);
+    done_.store(true, std::memory_order_release);
+    done_.notify_all();
+  }
+  // Waits without launching or throwing (the engine bounding how far the host runs ahead).
+  void wait_done() const { done_.wait(false, std::memory_order_acquire); }
+};
+
+struct Run {
+  std::shared_ptr<CpuExecutor> exec;
+  int32_t begin = 0, end = 0;
+  std::vector<Attrs> attrs;           // per node of the range
+  std::vector<Ref<Storage>> storage;  // per buffer of the block
+  Ref<RunSignal> signal;
+  std::string name;  // for the timeline
+};
+
+class Runner {
+ public:
+  explicit Runner(bool timeline) : timeline_(timeline), thread_([this] { loop(); }) {}
+  ~Runner() {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  void push(std::unique_ptr<Run> r) {
+    {
+      std::lock_guard lk(mu_);
+      queue_.push_back(std::move(r));
+      ++pending_;
+    }
+    cv_.notify_all();
+  }
+  // Waits until every pushed run finished.
+  void drain() {
+    std::unique_lock lk(mu_);
+    idle_cv_.wait(lk, [&] { return pending_ == 0; });
+  }
+  std::exception_ptr first_error() {
+    std::lock_guard lk(mu_);
+    return error_;
+  }
+  void clear_error() {
+    std::lock_guard lk(mu_);
+    error_ = nullptr;
+  }
+  std::vector<TimelineEvent> take_events() {
+    std::lock_guard lk(mu_);
+    return std::move(events_);
+  }
+
+ private:
+  void loop() {
+    terra::detail::in_runner() = true;
+    for (;;) {
+      std::unique_ptr<Run> r;
+      {
+        std::unique_lock lk(mu_);
+        cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        r = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      execute(*r);
+    }
+  }
+  void execute(Run& r) {
+    std::exception_ptr err;
+    {
+      std::lock_guard lk(mu_);
+      err = error_;
+    }
+    double t0 = timeline_ ? now_us() : 0;
+    if (!err) {
+      try {
+        r.exec->run({r.begin, r.end, r.attrs, r.storage});
+      } catch (...) {
+        err = std::current_exception();
+      }
+    }
+    // Values die here, on the runner, before the host is told the run is done.
+    r.storage.clear();
+    r.attrs.clear();
+    double t1 = timeline_ ? now_us() : 0;
+    Ref<RunSignal> sig = std::move(r.signal);
+    {
+      std::lock_guard lk(mu_);
+      if (err && !error_) error_ = err;
+      if (timeline_) events_.push_back({std::move(r.name), 1, t0, t1 - t0});
+    }
+    sig->finish(err);
+    {
+      std::lock_guard lk(mu_);
+      --pending_;
+    }
+    idle_cv_.notify_all();
+  }
+
+  bool timeline_;
+  std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::unique_ptr<Run>> queue_;
+  int64_t pending_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::vector<TimelineEvent> events_;
+  std::thread thread_;  // last: starts after the members it uses exist
+};
+
+}  // namespace terra::exec

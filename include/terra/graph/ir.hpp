@@ -1,0 +1,71 @@
+// terra/graph/ir.hpp: the dataflow IR of one compiled block.
+// A block is a straight-line run of op calls, in the order the host issued them. Every tensor an
+// op reads or writes is a view (shape, strides, offset, dtype) of a buffer. Buffers are either
+// produced inside the block (a fresh op output) or come from outside it (parameters, optimizer
+// state, feeds, values of earlier blocks), bound anew at every run. Views alias their input's
+// buffer; in-place ops write into an existing buffer. Execution keeps the host's order, so the
+// aliasing of eager execution is reproduced exactly; the passes only drop, share or fuse work,
+// and every such decision has a run-time guard (see Plan).
+#pragma once
+
+#include <vector>
+
+#include "terra/ops/op.hpp"
+
+namespace terra::graph {
+
+// A tensor as an op sees it: a view of buffer `buf`.
+struct ValueRef {
+  int32_t buf = -1;
+  Shape shape;
+  Strides strides;
+  int64_t offset = 0;  // elements
+  DType dtype = DType::Float32;
+
+  friend bool operator==(const ValueRef& a, const ValueRef& b) {
+    return a.buf == b.buf && a.offset == b.offset && a.dtype == b.dtype && a.shape == b.shape &&
+           a.strides == b.strides;
+  }
+};
+
+struct IrNode {
+  Op op = Op::Copy;
+  Attrs attrs;  // as traced; scalars, seed and offset are replaced by each run's values
+  SmallVector<ValueRef, 3> ins;
+  // One per output. A fresh output owns a new internal buffer; a view output (kind View, or
+  // OutMeta::alias >= 0) refers to its input's buffer; the output of an in-place call is the
+  // destination it writes into (an existing buffer).
+  SmallVector<ValueRef, 2> outs;
+  SmallVector<int8_t, 2> out_alias;  // per output: input index it aliases, or -1
+  bool inplace = false;              // outs[0] is a destination written in place
+};
+
+struct IrBuffer {
+  bool external = false;  // bound per run (parameter, feed, earlier block); never planned
+  int64_t nbytes = 0;     // internal buffers: the bytes the producer allocates
+  int32_t producer = -1;  // internal buffers: the node that creates it
+};
+
+struct BlockIr {
+  std::vector<IrNode> nodes;
+  std::vector<IrBuffer> bufs;
+};
+
+// What the passes decided. Every decision is guarded at run time by which buffers the host
+// still holds when the block is launched (`alive`): a value the host can still read is always
+// computed into its own buffer.
+struct Step {
+  SmallVector<int32_t, 4> nodes;  // one node, or an elementwise chain fused into one loop
+  bool fused = false;
+};
+
+struct Plan {
+  BlockIr ir;
+  std::vector<Step> steps;              // in execution order; every node is in exactly one step
+  std::vector<uint8_t> dead;            // per node: dce found its outputs unused in the block
+  std::vector<int32_t> same_as;         // per node: cse found node same_as[n] < n computes it
+  std::vector<int64_t> arena_offset;    // per buffer: byte offset in the arena, -1 if none
+  int64_t arena_bytes = 0;
+};
+
+}  // namespace terra::graph
