@@ -67,4 +67,12 @@ TEST(Core, ErrorsNameTheOp) {
   }
 }
 
-TEST(Core, Version) { EXPECT_STREQ(tr::version(), "0.1.0"); }
+// The number itself is checked against the packages by tests/packaging/check_version.cmake.
+TEST(Core, Version) {
+  EXPECT_EQ(std::string(tr::version()), std::to_string(TERRA_VERSION_MAJOR) + "." +
+                                            std::to_string(TERRA_VERSION_MINOR) + "." +
+                                            std::to_string(TERRA_VERSION_PATCH));
+  EXPECT_STREQ(tr::version(), TERRA_VERSION_STRING);
+  EXPECT_EQ(TERRA_VERSION,
+            TERRA_VERSION_MAJOR * 10000 + TERRA_VERSION_MINOR * 100 + TERRA_VERSION_PATCH);
+}

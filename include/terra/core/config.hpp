@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "terra/core/version.hpp"  // TERRA_VERSION_*, terra::version()
+
 // Functions usable from host and device code. Host bodies never depend on __CUDACC__ beyond
 // this qualifier (one definition rule across .cpp and .cu translation units).
 #if defined(__CUDACC__)
@@ -20,23 +22,3 @@
 #define TERRA_UNLIKELY(x) (x)
 #define TERRA_RESTRICT
 #endif
-
-#ifndef TERRA_VERSION_MAJOR
-#define TERRA_VERSION_MAJOR 0
-#define TERRA_VERSION_MINOR 1
-#define TERRA_VERSION_PATCH 0
-#endif
-
-namespace terra {
-
-// "major.minor.patch" of the headers in use.
-inline const char* version() {
-#define TERRA_STR2(x) #x
-#define TERRA_STR(x) TERRA_STR2(x)
-  return TERRA_STR(TERRA_VERSION_MAJOR) "." TERRA_STR(TERRA_VERSION_MINOR) "." TERRA_STR(
-      TERRA_VERSION_PATCH);
-#undef TERRA_STR
-#undef TERRA_STR2
-}
-
-}  // namespace terra
