@@ -34,6 +34,8 @@ install(FILES
           "${PROJECT_BINARY_DIR}/terraConfig.cmake"
           "${PROJECT_BINARY_DIR}/terraConfigVersion.cmake"
           "${PROJECT_SOURCE_DIR}/cmake/FindCBLAS.cmake"
+          "${PROJECT_SOURCE_DIR}/cmake/FindCuDNN.cmake"
+          "${PROJECT_SOURCE_DIR}/cmake/terraCudaDeps.cmake"
         DESTINATION "${TERRA_INSTALL_CMAKEDIR}"
         COMPONENT terra_development)
 install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" "${PROJECT_SOURCE_DIR}/README.md"

@@ -1,7 +1,10 @@
 // A user program built against an installed terra.
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <iterator>
+#include <string>
 
 #include <terra/terra.hpp>
 
@@ -19,6 +22,15 @@ int main() {
   auto v = c.to_vector<float>();
   if (c.shape() != tr::Shape({2, 3}) || v[0] != 10.0f || v[5] != 35.0f) {
     std::fprintf(stderr, "wrong result\n");
+    return 1;
+  }
+  // Checkpoints record the same version in their JSON header.
+  const std::string path = "consumer_checkpoint.tck";
+  tr::save(tr::StateDict{{"c", c}}, path);
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.find(std::string("\"version\":\"") + EXPECTED_VERSION + "\"") == std::string::npos) {
+    std::fprintf(stderr, "the checkpoint header does not record version %s\n", EXPECTED_VERSION);
     return 1;
   }
   try {
