@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs="${TERRA_JOBS:-2}"
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --no-conan
 cmake --preset release
 cmake --build --preset release --target demo cnn -j "$jobs"
 ./build/release/examples/demo
