@@ -20,7 +20,7 @@
 
 namespace terra {
 
-using Loc = std::source_location;  // the call site every public op records
+using Loc = std::source_location;  ///< the call site every public op records
 
 namespace autograd {
 struct Meta;
@@ -42,9 +42,9 @@ class Tensor {
   Tensor() = default;  // an undefined tensor: defined() is false
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // A fresh, uninitialized, contiguous tensor.
+  /// A fresh, uninitialized, contiguous tensor.
   static Tensor empty(const Shape& shape, DType dtype = DType::Float32, Device device = Device::cpu());
-  // A view of an existing storage.
+  /// A view of an existing storage.
   static Tensor from_storage(Ref<Storage> storage, const Shape& shape, const Strides& strides,
                              int64_t offset, DType dtype);
 
@@ -67,33 +67,33 @@ class Tensor {
   const Ref<Storage>& storage() const { return impl().storage; }
   TensorImpl* unsafe_impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
-  // True when both handles share a TensorImpl (not merely storage).
+  /// True when both handles share a TensorImpl (not merely storage).
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
 
   // ---- host access (CPU tensors) ----
-  // Pointer to the first element; T must match dtype(). Valid for strided tensors too.
+  /// Pointer to the first element; T must match dtype(). Valid for strided tensors too.
   template <class T> T* data_ptr() const;
-  // As data_ptr, but also requires a contiguous tensor: the elements are data<T>()[0..numel).
+  /// As data_ptr, but also requires a contiguous tensor: the elements are data<T>()[0..numel).
   template <class T> T* data() const;
   void* raw_data() const;
-  // The value of a one-element tensor, converted to T.
+  /// The value of a one-element tensor, converted to T.
   template <class T> T item() const;
-  // All elements in row-major order, converted to T.
+  /// All elements in row-major order, converted to T.
   template <class T> std::vector<T> to_vector() const;
   std::string to_string() const;
 
   // ---- movement and views (no copies) ----
-  Tensor view(const Shape& shape, Loc loc = Loc::current()) const;      // -1 infers one size
-  Tensor reshape(const Shape& shape, Loc loc = Loc::current()) const;   // view, or copy if needed
+  Tensor view(const Shape& shape, Loc loc = Loc::current()) const;      ///< -1 infers one size
+  Tensor reshape(const Shape& shape, Loc loc = Loc::current()) const;   ///< view, or copy if needed
   Tensor permute(const Dims& dims, Loc loc = Loc::current()) const;
   Tensor transpose(int64_t d0, int64_t d1, Loc loc = Loc::current()) const;
-  Tensor t(Loc loc = Loc::current()) const;                              // 2-D transpose
+  Tensor t(Loc loc = Loc::current()) const;                              ///< 2-D transpose
   Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1,
                Loc loc = Loc::current()) const;
   Tensor narrow(int64_t dim, int64_t start, int64_t length, Loc loc = Loc::current()) const;
   Tensor select(int64_t dim, int64_t index, Loc loc = Loc::current()) const;
   Tensor operator[](int64_t index) const { return select(0, index); }
-  Tensor expand(const Shape& shape, Loc loc = Loc::current()) const;   // -1 keeps a size
+  Tensor expand(const Shape& shape, Loc loc = Loc::current()) const;   ///< -1 keeps a size
   Tensor expand_as(const Tensor& other, Loc loc = Loc::current()) const;
   Tensor unsqueeze(int64_t dim, Loc loc = Loc::current()) const;
   Tensor squeeze(Loc loc = Loc::current()) const;
@@ -150,7 +150,7 @@ class Tensor {
              Loc loc = Loc::current()) const;
   Tensor amax(const Dims& dims = {}, bool keepdim = false, Loc loc = Loc::current()) const;
   Tensor amin(const Dims& dims = {}, bool keepdim = false, Loc loc = Loc::current()) const;
-  Tensor max(Loc loc = Loc::current()) const;  // over all elements
+  Tensor max(Loc loc = Loc::current()) const;  ///< over all elements
   Tensor min(Loc loc = Loc::current()) const;
   std::pair<Tensor, Tensor> max(int64_t dim, bool keepdim = false, Loc loc = Loc::current()) const;
   std::pair<Tensor, Tensor> min(int64_t dim, bool keepdim = false, Loc loc = Loc::current()) const;
@@ -161,27 +161,27 @@ class Tensor {
   Tensor log_softmax(int64_t dim, Loc loc = Loc::current()) const;
   Tensor matmul(const Tensor& other, Loc loc = Loc::current()) const;
 
-  // A comparison result used as a condition: a one-element tensor, true when non-zero.
+  /// A comparison result used as a condition: a one-element tensor, true when non-zero.
   explicit operator bool() const;
 
   // ---- autograd (autograd/autograd.hpp) ----
   bool requires_grad() const;
-  // Make this (leaf) tensor record the ops that use it, so backward() fills its grad().
+  /// Make this (leaf) tensor record the ops that use it, so backward() fills its grad().
   Tensor& set_requires_grad(bool requires_grad = true);
   Tensor& requires_grad_(bool requires_grad = true) { return set_requires_grad(requires_grad); }
-  // The gradient accumulated by backward(); undefined until one ran.
+  /// The gradient accumulated by backward(); undefined until one ran.
   const Tensor& grad() const;
   Tensor& mutable_grad();
-  // True for tensors not produced by a recorded op (parameters, inputs, detached values).
+  /// True for tensors not produced by a recorded op (parameters, inputs, detached values).
   bool is_leaf() const;
-  // The node that produced this tensor, or null for leaves.
+  /// The node that produced this tensor, or null for leaves.
   const std::shared_ptr<autograd::Node>& grad_fn() const;
-  // Keep grad() of this non-leaf tensor after backward().
+  /// Keep grad() of this non-leaf tensor after backward().
   void retain_grad();
-  // The same values, cut from the graph (shares storage).
+  /// The same values, cut from the graph (shares storage).
   Tensor detach() const;
-  // Gradients of this tensor with respect to every leaf that requires grad. `gradient` is
-  // required unless this is a one-element tensor.
+  /// Gradients of this tensor with respect to every leaf that requires grad. `gradient` is
+  /// required unless this is a one-element tensor.
   void backward(const Tensor& gradient = {}, bool retain_graph = false,
                 bool create_graph = false) const;
 

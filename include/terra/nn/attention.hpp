@@ -9,14 +9,14 @@
 namespace terra::nn {
 
 namespace functional {
-// A [l, s] bool mask, true above the diagonal: position i may not attend to j > i.
+/// A [l, s] bool mask, true above the diagonal: position i may not attend to j > i.
 inline Tensor causal_mask(int64_t l, int64_t s, Device device = Device::cpu()) {
   TensorOptions o{.dtype = kInt64, .device = device};
   return arange(0, double(l), 1, o).unsqueeze(1) < arange(0, double(s), 1, o).unsqueeze(0);
 }
 
-// softmax(q k^T / sqrt(d) + masks) v. q: [B, H, L, D], k, v: [B, H, S, D]; mask: bool
-// broadcastable to [B, H, L, S], true = not attended. Returns (out [B, H, L, D], weights).
+/// softmax(q k^T / sqrt(d) + masks) v. q: [B, H, L, D], k, v: [B, H, S, D]; mask: bool
+/// broadcastable to [B, H, L, S], true = not attended. Returns (out [B, H, L, D], weights).
 inline std::pair<Tensor, Tensor> scaled_dot_product_attention(const Tensor& q, const Tensor& k,
                                                                const Tensor& v, const Tensor& mask = {},
                                                                double dropout_p = 0, bool train = false) {
@@ -31,7 +31,7 @@ inline std::pair<Tensor, Tensor> scaled_dot_product_attention(const Tensor& q, c
 struct MultiheadAttentionOptions {
   double dropout = 0.0;
   bool bias = true;
-  bool batch_first = false;  // inputs [B, L, E] instead of [L, B, E]
+  bool batch_first = false;  ///< inputs [B, L, E] instead of [L, B, E]
 };
 
 class MultiheadAttentionImpl : public Module {
@@ -47,10 +47,10 @@ class MultiheadAttentionImpl : public Module {
     if (o.bias) init::zeros_(out_proj->bias);
   }
 
-  // query [L, B, E] (or [B, L, E] with batch_first), key/value [S, B, E].
-  // key_padding_mask: bool [B, S], true = padding. attn_mask: bool [L, S], true = masked.
-  // is_causal adds the causal mask. Returns (output, attention weights averaged over heads
-  // [B, L, S]; undefined unless need_weights).
+  /// query [L, B, E] (or [B, L, E] with batch_first), key/value [S, B, E].
+  /// key_padding_mask: bool [B, S], true = padding. attn_mask: bool [L, S], true = masked.
+  /// is_causal adds the causal mask. Returns (output, attention weights averaged over heads
+  /// [B, L, S]; undefined unless need_weights).
   std::pair<Tensor, Tensor> forward(const Tensor& query, const Tensor& key, const Tensor& value,
                                     const Tensor& key_padding_mask = {}, bool need_weights = true,
                                     const Tensor& attn_mask = {}, bool is_causal = false) {

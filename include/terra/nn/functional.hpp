@@ -32,9 +32,9 @@ struct CrossEntropyOptions {
   Reduction reduction = Reduction::Mean;
 };
 
-// Negative log-likelihood. logp: [N, C] or [N, C, d...] log-probabilities; target: class
-// indices [N] or [N, d...]. Targets equal to ignore_index add nothing (and are not counted
-// in the mean).
+/// Negative log-likelihood. logp: [N, C] or [N, C, d...] log-probabilities; target: class
+/// indices [N] or [N, d...]. Targets equal to ignore_index add nothing (and are not counted
+/// in the mean).
 inline Tensor nll_loss(const Tensor& logp, const Tensor& target, CrossEntropyOptions o = {}) {
   TERRA_CHECK(logp.dim() >= 1 && is_floating(logp.dtype()), "nll_loss",
               "expects floating log-probabilities [N, C, ...], got ", logp.shape(), " ", logp.dtype());
@@ -62,7 +62,7 @@ inline Tensor nll_loss(const Tensor& logp, const Tensor& target, CrossEntropyOpt
   return logp.dim() == 1 ? loss.squeeze(0) : loss;
 }
 
-// Cross entropy of logits [N, C, ...] against class indices [N, ...] (log_softmax + nll).
+/// Cross entropy of logits [N, C, ...] against class indices [N, ...] (log_softmax + nll).
 inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, CrossEntropyOptions o = {}) {
   TERRA_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, "cross_entropy",
               "label_smoothing must be in [0, 1], got ", o.label_smoothing);
@@ -82,8 +82,8 @@ inline Tensor l1_loss(const Tensor& x, const Tensor& y, Reduction r = Reduction:
   check_same_shape(x, y, "l1_loss");
   return reduce(abs(x - y), r);
 }
-// Sigmoid + binary cross entropy in one stable expression:
-// max(x, 0) - x * y + log(1 + exp(-|x|)).
+/// Sigmoid + binary cross entropy in one stable expression:
+/// max(x, 0) - x * y + log(1 + exp(-|x|)).
 inline Tensor binary_cross_entropy_with_logits(const Tensor& x, const Tensor& y,
                                                Reduction r = Reduction::Mean,
                                                const Tensor& pos_weight = {}) {

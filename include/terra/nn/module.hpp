@@ -21,7 +21,7 @@ class Module : public std::enable_shared_from_this<Module> {
 
   const std::string& name() const { return name_; }
 
-  // The forward pass of modules that map one tensor to one (what Sequential calls).
+  /// The forward pass of modules that map one tensor to one (what Sequential calls).
   virtual Tensor forward(const Tensor& x) {
     (void)x;
     detail::fail(name_, "this module does not take a single tensor");
@@ -69,15 +69,15 @@ class Module : public std::enable_shared_from_this<Module> {
     return out;
   }
 
-  // Parameters and buffers by dotted name.
+  /// Parameters and buffers by dotted name.
   std::vector<std::pair<std::string, Tensor>> state_dict() const {
     auto out = named_parameters();
     auto b = named_buffers();
     out.insert(out.end(), b.begin(), b.end());
     return out;
   }
-  // Copy values into this module's tensors (in place: addresses and optimizers stay valid).
-  // strict: every key must match, with equal shapes.
+  /// Copy values into this module's tensors (in place: addresses and optimizers stay valid).
+  /// strict: every key must match, with equal shapes.
   void load_state_dict(const std::vector<std::pair<std::string, Tensor>>& dict, bool strict = true) {
     auto mine = state_dict();
     NoGradGuard no_grad;
@@ -107,7 +107,7 @@ class Module : public std::enable_shared_from_this<Module> {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  // Zero (in place) or drop every parameter's gradient.
+  /// Zero (in place) or drop every parameter's gradient.
   void zero_grad(bool set_to_none = false) {
     NoGradGuard no_grad;
     for (Tensor p : parameters()) {
@@ -117,8 +117,8 @@ class Module : public std::enable_shared_from_this<Module> {
     }
   }
 
-  // Convert every floating parameter and buffer to dtype, in place: handles held elsewhere
-  // (members, optimizers) see the change. Call before creating optimizers.
+  /// Convert every floating parameter and buffer to dtype, in place: handles held elsewhere
+  /// (members, optimizers) see the change. Call before creating optimizers.
   void to(DType dtype) { convert([&](const Tensor& t) { return is_floating(t.dtype()) ? t.to(dtype) : t; }); }
   void to(Device device) { convert([&](const Tensor& t) { return t.to(device); }); }
 
@@ -167,8 +167,8 @@ class Module : public std::enable_shared_from_this<Module> {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 
-// A value-like handle to a module implementation, as LibTorch's ModuleHolder:
-// `nn::Linear fc(4, 2)` makes one; `nn::Linear fc{nullptr}` is empty until assigned.
+/// A value-like handle to a module implementation, as LibTorch's ModuleHolder:
+/// `nn::Linear fc(4, 2)` makes one; `nn::Linear fc{nullptr}` is empty until assigned.
 template <class Impl>
 class ModuleHolder {
  public:

@@ -9,7 +9,7 @@
 
 namespace terra::nn {
 
-// x: [*, in] -> [*, out]; weight [out, in] and bias [out] ~ U(-1/sqrt(in), 1/sqrt(in)).
+/// x: [*, in] -> [*, out]; weight [out, in] and bias [out] ~ U(-1/sqrt(in), 1/sqrt(in)).
 class LinearImpl : public Module {
  public:
   LinearImpl(int64_t in, int64_t out, bool bias = true) : Module("Linear") {
@@ -32,7 +32,7 @@ struct Conv2dOptions {
   int64_t groups = 1;
   bool bias = true;
 };
-// x: [N, in, H, W] -> [N, out, H', W'].
+/// x: [N, in, H, W] -> [N, out, H', W'].
 class Conv2dImpl : public Module {
  public:
   Conv2dImpl(int64_t in, int64_t out, IntPair kernel, Conv2dOptions o = {}) : Module("Conv2d"), o_(o) {
@@ -62,7 +62,7 @@ struct BatchNormOptions {
   bool affine = true;
   bool track_running_stats = true;
 };
-// Normalizes over every dim but the channel dim 1: [N, C] / [N, C, L] (1d) or [N, C, H, W] (2d).
+/// Normalizes over every dim but the channel dim 1: [N, C] / [N, C, L] (1d) or [N, C, H, W] (2d).
 class BatchNormImpl : public Module {
  public:
   BatchNormImpl(int64_t features, BatchNormOptions o, const char* name, int rank)
@@ -104,7 +104,7 @@ class BatchNorm2dImpl : public BatchNormImpl {
 TERRA_MODULE(BatchNorm1d);
 TERRA_MODULE(BatchNorm2d);
 
-// Normalizes over the trailing dims given by normalized_shape.
+/// Normalizes over the trailing dims given by normalized_shape.
 class LayerNormImpl : public Module {
  public:
   LayerNormImpl(Shape normalized_shape, double eps = 1e-5, bool affine = true)
@@ -123,7 +123,7 @@ class LayerNormImpl : public Module {
 };
 TERRA_MODULE(LayerNorm);
 
-// indices (any shape, int64) -> [*, dim]; weight ~ N(0, 1).
+/// indices (any shape, int64) -> [*, dim]; weight ~ N(0, 1).
 class EmbeddingImpl : public Module {
  public:
   EmbeddingImpl(int64_t num, int64_t dim) : Module("Embedding") {
@@ -205,7 +205,7 @@ class FlattenImpl : public Module {
 };
 TERRA_MODULE(Flatten);
 
-// Modules applied in order; each must map one tensor to one.
+/// Modules applied in order; each must map one tensor to one.
 class SequentialImpl : public Module {
  public:
   SequentialImpl() : Module("Sequential") {}
@@ -230,7 +230,7 @@ class SequentialImpl : public Module {
 };
 TERRA_MODULE(Sequential);
 
-// A list of submodules, registered as "0", "1", ...
+/// A list of submodules, registered as "0", "1", ...
 class ModuleListImpl : public Module {
  public:
   ModuleListImpl() : Module("ModuleList") {}

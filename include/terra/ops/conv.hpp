@@ -10,9 +10,10 @@
 
 namespace terra {
 
-// A (height, width) pair of ints: `2` means {2, 2}.
+/// A (height, width) pair of ints: `2` means {2, 2}.
 struct IntPair {
   int64_t h, w;
+  /// Both sides v (implicit on purpose, as in LibTorch).
   IntPair(int64_t v) : h(v), w(v) {}  // NOLINT: implicit on purpose, as in LibTorch
   IntPair(int64_t h_, int64_t w_) : h(h_), w(w_) {}
 };
@@ -255,8 +256,8 @@ struct AdaptiveAvgPool2dBackward {
 
 namespace terra {
 
-// x: [N, C, H, W] or [C, H, W], w: [O, C / groups, kH, kW], b: [O] (optional)
-// -> [N, O, Ho, Wo] or [O, Ho, Wo], Ho = (H + 2 * pad - dilation * (kH - 1) - 1) / stride + 1.
+/// x: [N, C, H, W] or [C, H, W], w: [O, C / groups, kH, kW], b: [O] (optional)
+/// -> [N, O, Ho, Wo] or [O, Ho, Wo], Ho = (H + 2 * pad - dilation * (kH - 1) - 1) / stride + 1.
 inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b = {}, IntPair stride = 1,
                      IntPair padding = 0, IntPair dilation = 1, int64_t groups = 1,
                      Loc loc = Loc::current()) {
@@ -284,8 +285,8 @@ inline OutList max_pool(const Tensor& x, IntPair k, std::optional<IntPair> strid
 }
 }  // namespace detail
 
-// x: [N, C, H, W] or [C, H, W] -> (values, int64 indices into each H * W plane), both
-// [..., Ho, Wo]. The stride defaults to the kernel size.
+/// x: [N, C, H, W] or [C, H, W] -> (values, int64 indices into each H * W plane), both
+/// [..., Ho, Wo]. The stride defaults to the kernel size.
 inline std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, IntPair kernel,
                                                          std::optional<IntPair> stride = {},
                                                          IntPair padding = 0, IntPair dilation = 1,
@@ -294,15 +295,15 @@ inline std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, IntPai
   OutList r = detail::max_pool(x, kernel, stride, padding, dilation, ceil_mode, true, loc);
   return {std::move(r[0]), std::move(r[1])};
 }
-// x: [N, C, H, W] or [C, H, W] -> [..., Ho, Wo].
+/// x: [N, C, H, W] or [C, H, W] -> [..., Ho, Wo].
 inline Tensor max_pool2d(const Tensor& x, IntPair kernel, std::optional<IntPair> stride = {},
                          IntPair padding = 0, IntPair dilation = 1, bool ceil_mode = false,
                          Loc loc = Loc::current()) {
   return std::move(
       detail::max_pool(x, kernel, stride, padding, dilation, ceil_mode, false, loc)[0]);
 }
-// x: [N, C, H, W] or [C, H, W] -> [..., Ho, Wo]; count_include_pad counts padded positions
-// in the divisor.
+/// x: [N, C, H, W] or [C, H, W] -> [..., Ho, Wo]; count_include_pad counts padded positions
+/// in the divisor.
 inline Tensor avg_pool2d(const Tensor& x, IntPair kernel, std::optional<IntPair> stride = {},
                          IntPair padding = 0, bool ceil_mode = false, bool count_include_pad = true,
                          Loc loc = Loc::current()) {
@@ -312,7 +313,7 @@ inline Tensor avg_pool2d(const Tensor& x, IntPair kernel, std::optional<IntPair>
   a.ints = {kernel.h, kernel.w, s.h, s.w, padding.h, padding.w, ceil_mode, count_include_pad};
   return dispatch1({.op = Op::AvgPool2d, .inputs = in, .attrs = std::move(a), .loc = loc});
 }
-// x: [N, C, H, W] or [C, H, W] -> [..., output_size.h, output_size.w].
+/// x: [N, C, H, W] or [C, H, W] -> [..., output_size.h, output_size.w].
 inline Tensor adaptive_avg_pool2d(const Tensor& x, IntPair output_size, Loc loc = Loc::current()) {
   const Tensor in[] = {x};
   Attrs a;
@@ -321,8 +322,8 @@ inline Tensor adaptive_avg_pool2d(const Tensor& x, IntPair output_size, Loc loc 
 }
 
 // ---- backward ops (first order: they have no vjp themselves) ----
-// grad_out: conv2d(x, w)'s output shape -> (grad_input like x, grad_weight like w,
-// grad_bias [O]); a gradient the mask leaves out comes back undefined.
+/// grad_out: conv2d(x, w)'s output shape -> (grad_input like x, grad_weight like w,
+/// grad_bias [O]); a gradient the mask leaves out comes back undefined.
 inline std::tuple<Tensor, Tensor, Tensor> conv2d_backward(
     const Tensor& grad_out, const Tensor& x, const Tensor& w, IntPair stride = 1,
     IntPair padding = 0, IntPair dilation = 1, int64_t groups = 1,
@@ -340,8 +341,8 @@ inline std::tuple<Tensor, Tensor, Tensor> conv2d_backward(
   if (output_mask[2]) std::get<2>(r) = std::move(o[k++]);
   return r;
 }
-// grad_out, indices: [..., Ho, Wo] (from max_pool2d_with_indices) -> [..., input_size.h,
-// input_size.w].
+/// grad_out, indices: [..., Ho, Wo] (from max_pool2d_with_indices) -> [..., input_size.h,
+/// input_size.w].
 inline Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices,
                                   IntPair input_size, Loc loc = Loc::current()) {
   const Tensor in[] = {grad_out, indices};
@@ -349,7 +350,7 @@ inline Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices,
   a.ints = {input_size.h, input_size.w};
   return dispatch1({.op = Op::MaxPool2dBackward, .inputs = in, .attrs = std::move(a), .loc = loc});
 }
-// grad_out: avg_pool2d's output [..., Ho, Wo] -> [..., input_size.h, input_size.w].
+/// grad_out: avg_pool2d's output [..., Ho, Wo] -> [..., input_size.h, input_size.w].
 inline Tensor avg_pool2d_backward(const Tensor& grad_out, IntPair input_size, IntPair kernel,
                                   std::optional<IntPair> stride = {}, IntPair padding = 0,
                                   bool ceil_mode = false, bool count_include_pad = true,
@@ -361,7 +362,7 @@ inline Tensor avg_pool2d_backward(const Tensor& grad_out, IntPair input_size, In
             padding.w, ceil_mode, count_include_pad, input_size.h, input_size.w};
   return dispatch1({.op = Op::AvgPool2dBackward, .inputs = in, .attrs = std::move(a), .loc = loc});
 }
-// grad_out: [..., oh, ow] -> [..., input_size.h, input_size.w].
+/// grad_out: [..., oh, ow] -> [..., input_size.h, input_size.w].
 inline Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, IntPair input_size,
                                            Loc loc = Loc::current()) {
   const Tensor in[] = {grad_out};

@@ -358,7 +358,7 @@ TERRA_UNARY_FN(silu, Silu)
 TERRA_UNARY_FN(logical_not, LogicalNot)
 #undef TERRA_UNARY_FN
 
-// approximate: "none" (erf form) or "tanh".
+/// approximate: "none" (erf form) or "tanh".
 inline Tensor gelu(const Tensor& x, std::string_view approximate = "none", Loc loc = Loc::current()) {
   TERRA_CHECK(approximate == "none" || approximate == "tanh", "gelu",
               "approximate must be \"none\" or \"tanh\", got \"", approximate, "\"");
@@ -387,7 +387,7 @@ inline Tensor clamp_min(const Tensor& x, double lo, Loc loc = Loc::current()) {
 inline Tensor clamp_max(const Tensor& x, double hi, Loc loc = Loc::current()) {
   return clamp(x, std::nullopt, hi, loc);
 }
-// Copy converting to dtype (a new, contiguous tensor even when the dtype is unchanged).
+/// Copy converting to dtype (a new, contiguous tensor even when the dtype is unchanged).
 inline Tensor copy(const Tensor& x, DType dtype, Loc loc = Loc::current()) {
   Attrs a;
   a.dtype = dtype;
@@ -425,25 +425,25 @@ TERRA_BINARY_FN(logical_or, LogicalOr)
 TERRA_BINARY_FN(logical_xor, LogicalXor)
 #undef TERRA_BINARY_FN
 
-// a + alpha * b (as LibTorch's add with alpha).
+/// a + alpha * b (as LibTorch's add with alpha).
 inline Tensor add(const Tensor& a, const Tensor& b, double alpha, Loc loc = Loc::current()) {
   return alpha == 1.0 ? add(a, b, loc) : add(a, mul(b, alpha, loc), loc);
 }
 
-// x with `value` where mask is true; mask broadcasts to x's shape.
+/// x with `value` where mask is true; mask broadcasts to x's shape.
 inline Tensor masked_fill(const Tensor& x, const Tensor& mask, double value, Loc loc = Loc::current()) {
   const Tensor in[] = {x, mask};
   Attrs a;
   a.scalars = {value};
   return dispatch1({.op = Op::MaskedFill, .inputs = in, .attrs = std::move(a), .loc = loc});
 }
-// cond ? a : b, elementwise with broadcasting.
+/// cond ? a : b, elementwise with broadcasting.
 inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b, Loc loc = Loc::current()) {
   const Tensor in[] = {cond, a, b};
   return dispatch1({.op = Op::Where, .inputs = in, .loc = loc});
 }
 
-// Operators, as in LibTorch: arithmetic, comparisons (bool tensors) and logical ops.
+/// Operators, as in LibTorch: arithmetic, comparisons (bool tensors) and logical ops.
 inline Tensor operator-(const Tensor& x) { return neg(x); }
 #define TERRA_BINARY_OPERATOR(sym, fn)                                                   \
   inline Tensor operator sym(const Tensor& a, const Tensor& b) { return fn(a, b); }      \
@@ -465,7 +465,7 @@ TERRA_BINARY_OPERATOR(^, logical_xor)
 #undef TERRA_BINARY_OPERATOR
 inline Tensor operator!(const Tensor& x) { return logical_not(x); }
 
-// gelu_backward(g, x): g * d gelu(x) / dx (the vjp of gelu).
+/// gelu_backward(g, x): g * d gelu(x) / dx (the vjp of gelu).
 inline Tensor gelu_backward(const Tensor& g, const Tensor& x, std::string_view approximate = "none",
                             Loc loc = Loc::current()) {
   const Tensor in[] = {g, x};

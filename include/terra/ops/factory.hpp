@@ -10,7 +10,7 @@
 
 namespace terra {
 
-// Options of a new tensor, as LibTorch's TensorOptions: terra::zeros({2, 3}, {.dtype = kInt64}).
+/// Options of a new tensor, as LibTorch's TensorOptions: terra::zeros({2, 3}, {.dtype = kInt64}).
 struct TensorOptions {
   DType dtype = DType::Float32;
   Device device = Device::cpu();
@@ -127,7 +127,7 @@ inline Tensor random(Op op, Attrs a, const TensorOptions& o, Loc loc) {
 }
 }  // namespace detail
 
-// A tensor of `shape` filled with `value`.
+/// A tensor of `shape` filled with `value`.
 inline Tensor full(const Shape& shape, double value, TensorOptions o = {}, Loc loc = Loc::current()) {
   Attrs a = detail::shape_attrs(shape);
   a.scalars = {value};
@@ -139,11 +139,11 @@ inline Tensor zeros(const Shape& shape, TensorOptions o = {}, Loc loc = Loc::cur
 inline Tensor ones(const Shape& shape, TensorOptions o = {}, Loc loc = Loc::current()) {
   return full(shape, 1.0, o, loc);
 }
-// Uninitialized memory (no kernel runs).
+/// Uninitialized memory (no kernel runs).
 inline Tensor empty(const Shape& shape, TensorOptions o = {}) {
   return Tensor::empty(shape, o.dtype, o.device);
 }
-// [start, end) in steps of `step`; ceil((end - start) / step) elements.
+/// [start, end) in steps of `step`; ceil((end - start) / step) elements.
 inline Tensor arange(double start, double end, double step = 1.0, TensorOptions o = {},
                      Loc loc = Loc::current()) {
   Attrs a;
@@ -153,7 +153,7 @@ inline Tensor arange(double start, double end, double step = 1.0, TensorOptions 
 inline Tensor arange(double end, TensorOptions o = {}, Loc loc = Loc::current()) {
   return arange(0.0, end, 1.0, o, loc);
 }
-// `steps` points evenly spaced from start to end inclusive.
+/// `steps` points evenly spaced from start to end inclusive.
 inline Tensor linspace(double start, double end, int64_t steps, TensorOptions o = {},
                        Loc loc = Loc::current()) {
   Attrs a;
@@ -161,21 +161,21 @@ inline Tensor linspace(double start, double end, int64_t steps, TensorOptions o 
   a.ints = {steps};
   return detail::factory(Op::Linspace, std::move(a), o, loc);
 }
-// [n, m] with ones on the diagonal (m defaults to n).
+/// [n, m] with ones on the diagonal (m defaults to n).
 inline Tensor eye(int64_t n, int64_t m = -1, TensorOptions o = {}, Loc loc = Loc::current()) {
   Attrs a;
   a.ints = {n, m < 0 ? n : m};
   return detail::factory(Op::Eye, std::move(a), o, loc);
 }
-// Uniform on [0, 1), from the calling thread's generator.
+/// Uniform on [0, 1), from the calling thread's generator.
 inline Tensor rand(const Shape& shape, TensorOptions o = {}, Loc loc = Loc::current()) {
   return detail::random(Op::Rand, detail::shape_attrs(shape), o, loc);
 }
-// Standard normal, from the calling thread's generator.
+/// Standard normal, from the calling thread's generator.
 inline Tensor randn(const Shape& shape, TensorOptions o = {}, Loc loc = Loc::current()) {
   return detail::random(Op::Randn, detail::shape_attrs(shape), o, loc);
 }
-// Integers uniform on [low, high); dtype defaults to int64.
+/// Integers uniform on [low, high); dtype defaults to int64.
 inline Tensor randint(int64_t low, int64_t high, const Shape& shape,
                       TensorOptions o = {.dtype = DType::Int64}, Loc loc = Loc::current()) {
   Attrs a;
@@ -200,7 +200,7 @@ inline Tensor randint_like(const Tensor& x, int64_t low, int64_t high, Loc loc =
 }
 
 // ---- tensors from host data ----
-// Copies `values` into a new CPU tensor of `shape` (default: 1-D).
+/// Copies `values` into a new CPU tensor of `shape` (default: 1-D).
 template <class T>
 Tensor tensor(const std::vector<T>& values, const Shape& shape = {-1}) {
   Shape s = op::infer_size(shape, int64_t(values.size()), "tensor");
@@ -216,19 +216,19 @@ template <class T>
 Tensor tensor(std::initializer_list<T> values, const Shape& shape = {-1}) {
   return tensor(std::vector<T>(values), shape);
 }
-// A 0-d tensor holding one value.
+/// A 0-d tensor holding one value.
 template <Scalar T>
 Tensor scalar_tensor(T v, TensorOptions o = {.dtype = dtype_v<T>}) {
   return full({}, double(v), o);
 }
-// Copies numel(shape) elements from `data`.
+/// Copies numel(shape) elements from `data`.
 template <class T>
 Tensor from_blob_copy(const T* data, const Shape& shape) {
   Tensor t = Tensor::empty(shape, dtype_v<T>, Device::cpu());
   if (t.numel()) std::memcpy(t.raw_data(), data, t.nbytes());
   return t;
 }
-// Wraps `data` without copying; the caller keeps it alive (or passes a deleter).
+/// Wraps `data` without copying; the caller keeps it alive (or passes a deleter).
 template <class T>
 Tensor from_blob(T* data, const Shape& shape, std::function<void(void*)> deleter = {}) {
   auto st = Storage::wrap(data, size_t(numel_of(shape)) * sizeof(T), Device::cpu(), std::move(deleter));

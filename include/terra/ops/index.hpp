@@ -133,22 +133,22 @@ inline Tensor index_op(Op op, std::initializer_list<Tensor> ins, int64_t i, Loc 
 }
 }  // namespace detail
 
-// x: [.., n, ..] (n at dim), index: [k] -> [.., k, ..]
+/// x: [.., n, ..] (n at dim), index: [k] -> [.., k, ..]
 inline Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index,
                            Loc loc = Loc::current()) {
   return detail::index_op(Op::IndexSelect, {x, index}, dim, loc);
 }
-// x: [.., n, ..], index: same rank, sizes <= x's outside dim -> index's shape
+/// x: [.., n, ..], index: same rank, sizes <= x's outside dim -> index's shape
 inline Tensor gather(const Tensor& x, int64_t dim, const Tensor& index, Loc loc = Loc::current()) {
   return detail::index_op(Op::Gather, {x, index}, dim, loc);
 }
-// x: any, index and src: as gather's index -> x's shape (x + src summed at the indices)
+/// x: any, index and src: as gather's index -> x's shape (x + src summed at the indices)
 inline Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src,
                           Loc loc = Loc::current()) {
   return detail::index_op(Op::ScatterAdd, {x, index, src}, dim, loc);
 }
-// x, mask (bool): broadcast together -> 1-D, the elements where mask is true (row-major).
-// Reads the mask's values on the host to size the result.
+/// x, mask (bool): broadcast together -> 1-D, the elements where mask is true (row-major).
+/// Reads the mask's values on the host to size the result.
 inline Tensor masked_select(const Tensor& x, const Tensor& mask, Loc loc = Loc::current()) {
   TERRA_CHECK(x.defined() && mask.defined(), "masked_select", "undefined input tensor");
   TERRA_CHECK(mask.dtype() == DType::Bool, "masked_select", "mask must be bool, got ",
@@ -160,8 +160,8 @@ inline Tensor masked_select(const Tensor& x, const Tensor& mask, Loc loc = Loc::
   if (mask.numel() > 0) count *= numel_of(s) / mask.numel();
   return detail::index_op(Op::MaskedSelect, {x, mask}, count, loc);
 }
-// index: any shape, int -> [*index.shape, num_classes] int64; num_classes = -1 reads the
-// index's values on the host and uses max + 1.
+/// index: any shape, int -> [*index.shape, num_classes] int64; num_classes = -1 reads the
+/// index's values on the host and uses max + 1.
 inline Tensor one_hot(const Tensor& index, int64_t num_classes = -1, Loc loc = Loc::current()) {
   TERRA_CHECK(index.defined(), "one_hot", "undefined input tensor");
   op::check_index_dtype(index, "one_hot");
@@ -179,7 +179,7 @@ inline Tensor one_hot(const Tensor& index, int64_t num_classes = -1, Loc loc = L
   }
   return detail::index_op(Op::OneHot, {index}, num_classes, loc);
 }
-// weight: [V, D], indices: any shape, int -> [*indices.shape, D]
+/// weight: [V, D], indices: any shape, int -> [*indices.shape, D]
 inline Tensor embedding(const Tensor& weight, const Tensor& indices, Loc loc = Loc::current()) {
   TERRA_CHECK(weight.defined() && indices.defined(), "embedding", "undefined input tensor");
   TERRA_CHECK(weight.dim() == 2, "embedding", "weight must be 2-D [num_embeddings, dim], got ",

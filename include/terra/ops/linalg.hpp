@@ -76,18 +76,18 @@ struct Linear {
 
 namespace terra {
 
-// Broadcasting batched product, as torch.matmul: [..., n, k] @ [..., k, p] -> [..., n, p].
+/// Broadcasting batched product, as torch.matmul: [..., n, k] @ [..., k, p] -> [..., n, p].
 inline Tensor matmul(const Tensor& a, const Tensor& b, Loc loc = Loc::current()) {
   const Tensor in[] = {a, b};
   return dispatch1({.op = Op::MatMul, .inputs = in, .loc = loc});
 }
-// a: [n, k], b: [k, p] -> [n, p].
+/// a: [n, k], b: [k, p] -> [n, p].
 inline Tensor mm(const Tensor& a, const Tensor& b, Loc loc = Loc::current()) {
   TERRA_CHECK(a.dim() == 2 && b.dim() == 2, "mm", "expects two 2-D tensors, got shapes ", a.shape(),
               " and ", b.shape());
   return matmul(a, b, loc);
 }
-// a: [B, n, k], b: [B, k, p] -> [B, n, p] (no broadcasting).
+/// a: [B, n, k], b: [B, k, p] -> [B, n, p] (no broadcasting).
 inline Tensor bmm(const Tensor& a, const Tensor& b, Loc loc = Loc::current()) {
   TERRA_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "expects two 3-D tensors, got shapes ",
               a.shape(), " and ", b.shape());
@@ -95,7 +95,7 @@ inline Tensor bmm(const Tensor& a, const Tensor& b, Loc loc = Loc::current()) {
               " and ", b.shape());
   return matmul(a, b, loc);
 }
-// x: [*, in], weight: [out, in], bias: [out] (optional) -> [*, out] = x @ weight^T + bias.
+/// x: [*, in], weight: [out, in], bias: [out] (optional) -> [*, out] = x @ weight^T + bias.
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
                      Loc loc = Loc::current()) {
   Attrs a;

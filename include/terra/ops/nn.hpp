@@ -128,21 +128,21 @@ struct Dropout : Stateless {
 
 namespace terra {
 
-// x: any shape -> x's shape, exp(x) / sum(exp(x)) along dim.
+/// x: any shape -> x's shape, exp(x) / sum(exp(x)) along dim.
 inline Tensor softmax(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
   Attrs a;
   a.ints = {dim};
   return detail::unary(Op::Softmax, x, loc, std::move(a));
 }
-// x: any shape -> x's shape, x - log(sum(exp(x))) along dim.
+/// x: any shape -> x's shape, x - log(sum(exp(x))) along dim.
 inline Tensor log_softmax(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
   Attrs a;
   a.ints = {dim};
   return detail::unary(Op::LogSoftmax, x, loc, std::move(a));
 }
 
-// x: [*, *normalized_shape], weight/bias (optional): normalized_shape
-// -> (y: x's shape, mean: [*], rstd: [*]).
+/// x: [*, *normalized_shape], weight/bias (optional): normalized_shape
+/// -> (y: x's shape, mean: [*], rstd: [*]).
 inline std::tuple<Tensor, Tensor, Tensor> native_layer_norm(
     const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
     const Tensor& bias = {}, double eps = 1e-5, Loc loc = Loc::current()) {
@@ -157,7 +157,7 @@ inline std::tuple<Tensor, Tensor, Tensor> native_layer_norm(
       dispatch({.op = Op::LayerNorm, .inputs = {in.data(), in.size()}, .attrs = a, .loc = loc});
   return {o[0], o[1], o[2]};
 }
-// x: [*, *normalized_shape] -> x's shape, normalized over the trailing normalized_shape.
+/// x: [*, *normalized_shape] -> x's shape, normalized over the trailing normalized_shape.
 inline Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = {},
                          const Tensor& bias = {}, double eps = 1e-5, Loc loc = Loc::current()) {
   return std::get<0>(native_layer_norm(x, normalized_shape, weight, bias, eps, loc));
@@ -181,10 +181,10 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_recorded(const Tensor& x, const Te
                                                        double eps, Loc loc);
 }  // namespace detail
 
-// x: [N, C, *]; weight, bias, running_mean, running_var: [C], each optional (running stats
-// required in eval mode) -> (y: x's shape, save_mean: [C], save_invstd: [C]).
-// Training normalizes with the batch mean and biased variance and updates the running stats
-// in place: running = (1 - momentum) * running + momentum * stat, with the unbiased variance.
+/// x: [N, C, *]; weight, bias, running_mean, running_var: [C], each optional (running stats
+/// required in eval mode) -> (y: x's shape, save_mean: [C], save_invstd: [C]).
+/// Training normalizes with the batch mean and biased variance and updates the running stats
+/// in place: running = (1 - momentum) * running + momentum * stat, with the unbiased variance.
 inline std::tuple<Tensor, Tensor, Tensor> native_batch_norm(
     const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
     const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5,
@@ -252,7 +252,7 @@ inline std::tuple<Tensor, Tensor, Tensor> batch_norm_recorded(const Tensor& x, c
 }
 }  // namespace detail
 
-// x: [N, C, *] -> x's shape (see native_batch_norm).
+/// x: [N, C, *] -> x's shape (see native_batch_norm).
 inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                          const Tensor& running_mean, const Tensor& running_var, bool training,
                          double momentum = 0.1, double eps = 1e-5, Loc loc = Loc::current()) {
@@ -260,8 +260,8 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
       native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, loc));
 }
 
-// x: floating -> (y: x's shape, mask: bool, x's shape); see op::Dropout for the exact rule.
-// Draws x.numel() counters from the calling thread's generator.
+/// x: floating -> (y: x's shape, mask: bool, x's shape); see op::Dropout for the exact rule.
+/// Draws x.numel() counters from the calling thread's generator.
 inline std::pair<Tensor, Tensor> native_dropout(const Tensor& x, double p, bool train = true,
                                                 Loc loc = Loc::current()) {
   TERRA_CHECK(x.defined(), "dropout", "undefined input tensor");
@@ -275,8 +275,8 @@ inline std::pair<Tensor, Tensor> native_dropout(const Tensor& x, double p, bool 
   OutList o = dispatch({.op = Op::Dropout, .inputs = in, .attrs = a, .loc = loc});
   return {o[0], o[1]};
 }
-// x -> x's shape: zeroes each element with probability p, scales the rest by 1 / (1 - p).
-// train == false returns x itself (no kernel, no random draws).
+/// x -> x's shape: zeroes each element with probability p, scales the rest by 1 / (1 - p).
+/// train == false returns x itself (no kernel, no random draws).
 inline Tensor dropout(const Tensor& x, double p = 0.5, bool train = true,
                       Loc loc = Loc::current()) {
   TERRA_CHECK(p >= 0.0 && p <= 1.0, "dropout", "probability must be in [0, 1], got ", p);

@@ -140,8 +140,8 @@ inline std::pair<Tensor, Tensor> reduce2(Op op, const Tensor& x, int64_t dim, bo
 }
 }  // namespace detail
 
-// x: any shape; dims: empty = all dims -> reduced shape (dims kept as size 1 if keepdim).
-// sum/prod of bool and integers give int64.
+/// x: any shape; dims: empty = all dims -> reduced shape (dims kept as size 1 if keepdim).
+/// sum/prod of bool and integers give int64.
 inline Tensor sum(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                   Loc loc = Loc::current()) {
   return detail::reduce1(Op::Sum, x, dims, keepdim, loc);
@@ -154,17 +154,17 @@ inline Tensor prod(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Prod, x, dims, keepdim, loc);
 }
-// Variance with Bessel's correction `correction` (1 = unbiased, 0 = population).
+/// Variance with Bessel's correction `correction` (1 = unbiased, 0 = population).
 inline Tensor var(const Tensor& x, const Dims& dims = {}, int64_t correction = 1,
                   bool keepdim = false, Loc loc = Loc::current()) {
   return std::move(detail::reduce_op(Op::Var, x, dims, keepdim, loc, {double(correction)})[0]);
 }
-// sqrt(var(x, dims, correction)).
+/// sqrt(var(x, dims, correction)).
 inline Tensor std(const Tensor& x, const Dims& dims = {}, int64_t correction = 1,
                   bool keepdim = false, Loc loc = Loc::current()) {
   return sqrt(var(x, dims, correction, keepdim, loc), loc);
 }
-// Largest / smallest value over dims; NaN wins.
+/// Largest / smallest value over dims; NaN wins.
 inline Tensor amax(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Amax, x, dims, keepdim, loc);
@@ -173,12 +173,12 @@ inline Tensor amin(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Amin, x, dims, keepdim, loc);
 }
-// log(sum(exp(x))) over dims, computed stably (the max is subtracted first).
+/// log(sum(exp(x))) over dims, computed stably (the max is subtracted first).
 inline Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim = false,
                         Loc loc = Loc::current()) {
   return detail::reduce1(Op::Logsumexp, x, dims, keepdim, loc);
 }
-// (values, int64 indices) of the max/min along dim; ties give the first index, NaN wins.
+/// (values, int64 indices) of the max/min along dim; ties give the first index, NaN wins.
 inline std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false,
                                      Loc loc = Loc::current()) {
   return detail::reduce2(Op::MaxDim, x, dim, keepdim, loc);
@@ -187,14 +187,14 @@ inline std::pair<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim 
                                      Loc loc = Loc::current()) {
   return detail::reduce2(Op::MinDim, x, dim, keepdim, loc);
 }
-// int64 index of the max/min along dim.
+/// int64 index of the max/min along dim.
 inline Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmax, x, {dim}, keepdim, loc);
 }
 inline Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmin, x, {dim}, keepdim, loc);
 }
-// x: any shape -> 0-d int64 index into the flattened x.
+/// x: any shape -> 0-d int64 index into the flattened x.
 inline Tensor argmax(const Tensor& x, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmax, x, {}, false, loc);
 }

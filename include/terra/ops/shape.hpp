@@ -261,11 +261,11 @@ inline Tensor view_op(Op op, const Tensor& x, SmallVector<int64_t, 8> ints, Loc 
 inline SmallVector<int64_t, 8> ints_of(const Shape& s) { return {s.begin(), s.end()}; }
 }  // namespace detail
 
-// x viewed with a new shape (one -1 allowed); errors if the layout needs a copy.
+/// x viewed with a new shape (one -1 allowed); errors if the layout needs a copy.
 inline Tensor view(const Tensor& x, const Shape& shape, Loc loc = Loc::current()) {
   return detail::view_op(Op::View, x, detail::ints_of(shape), loc);
 }
-// A view when the layout allows it, else a contiguous copy.
+/// A view when the layout allows it, else a contiguous copy.
 inline Tensor reshape(const Tensor& x, const Shape& shape, Loc loc = Loc::current()) {
   Shape s = op::infer_size(shape, x.numel(), "reshape");
   if (op::view_strides(x.shape(), x.strides(), s)) return view(x, s, loc);
@@ -284,7 +284,7 @@ inline Tensor transpose(const Tensor& x, int64_t d0, int64_t d1, Loc loc = Loc::
   std::swap(p[d0], p[d1]);
   return permute(x, p, loc);
 }
-// x[..., start:end:step, ...] along dim.
+/// x[..., start:end:step, ...] along dim.
 inline Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step = 1,
                     Loc loc = Loc::current()) {
   return detail::view_op(Op::Slice, x, {dim, start, end, step}, loc);
@@ -313,7 +313,7 @@ inline Tensor squeeze(const Tensor& x, Loc loc = Loc::current()) {
 inline Tensor squeeze(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
   return detail::view_op(Op::Squeeze, x, {dim}, loc);
 }
-// Merge dims start_dim..end_dim into one.
+/// Merge dims start_dim..end_dim into one.
 inline Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1,
                       Loc loc = Loc::current()) {
   if (x.dim() == 0) return reshape(x, {1}, loc);
@@ -332,13 +332,13 @@ inline Tensor contiguous(const Tensor& x, Loc loc = Loc::current()) {
 }
 inline Tensor clone(const Tensor& x, Loc loc = Loc::current()) { return copy(x, x.dtype(), loc); }
 
-// Concatenate along dim (dtypes promote).
+/// Concatenate along dim (dtypes promote).
 inline Tensor cat(const std::vector<Tensor>& xs, int64_t dim = 0, Loc loc = Loc::current()) {
   Attrs a;
   a.ints = {dim};
   return dispatch1({.op = Op::Cat, .inputs = xs, .attrs = std::move(a), .loc = loc});
 }
-// Stack along a new dim.
+/// Stack along a new dim.
 inline Tensor stack(const std::vector<Tensor>& xs, int64_t dim = 0, Loc loc = Loc::current()) {
   TERRA_CHECK(!xs.empty(), "stack", "expects at least one tensor");
   for (size_t i = 1; i < xs.size(); ++i)
@@ -350,7 +350,7 @@ inline Tensor stack(const std::vector<Tensor>& xs, int64_t dim = 0, Loc loc = Lo
   for (const Tensor& x : xs) u.push_back(unsqueeze(x, d, loc));
   return cat(u, d, loc);
 }
-// Pieces of split_size along dim (the last may be smaller).
+/// Pieces of split_size along dim (the last may be smaller).
 inline std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0,
                                  Loc loc = Loc::current()) {
   TERRA_CHECK(split_size > 0, "split", "split_size must be positive, got ", split_size);
@@ -360,7 +360,7 @@ inline std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t di
     out.push_back(slice(x, dim, s, std::min(s + split_size, n), 1, loc));
   return out;
 }
-// Pieces with the given sizes along dim; they must add up to the dim's size.
+/// Pieces with the given sizes along dim; they must add up to the dim's size.
 inline std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim,
                                  Loc loc = Loc::current()) {
   int64_t n = x.size(dim), s = 0;
@@ -373,7 +373,7 @@ inline std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& si
   TERRA_CHECK(s == n, "split", "sizes add up to ", s, " but dim ", dim, " has size ", n);
   return out;
 }
-// `chunks` pieces of equal size (the last may be smaller) along dim.
+/// `chunks` pieces of equal size (the last may be smaller) along dim.
 inline std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim = 0,
                                  Loc loc = Loc::current()) {
   TERRA_CHECK(chunks > 0, "chunk", "chunks must be positive, got ", chunks);

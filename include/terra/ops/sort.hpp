@@ -57,23 +57,23 @@ struct Topk : Stateless {
 
 namespace terra {
 
-// x: any shape -> same shape: running sums along dim (bool/int -> int64).
+/// x: any shape -> same shape: running sums along dim (bool/int -> int64).
 inline Tensor cumsum(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
   return std::move(detail::ints_op(Op::Cumsum, x, {dim}, loc)[0]);
 }
-// (values, int64 indices) sorted along dim; stable.
+/// (values, int64 indices) sorted along dim; stable.
 inline std::pair<Tensor, Tensor> sort(const Tensor& x, int64_t dim = -1, bool descending = false,
                                       Loc loc = Loc::current()) {
   OutList r = detail::ints_op(Op::Sort, x, {dim, descending ? 1 : 0}, loc);
   return {std::move(r[0]), std::move(r[1])};
 }
-// int64 indices that sort x along dim (stable).
+/// int64 indices that sort x along dim (stable).
 inline Tensor argsort(const Tensor& x, int64_t dim = -1, bool descending = false,
                       Loc loc = Loc::current()) {
   return sort(x, dim, descending, loc).second;
 }
-// (values, int64 indices) of the k largest (or smallest) along dim: dim resized to k. Ties
-// keep the lower index first; sorted = false gives the k elements in index order.
+/// (values, int64 indices) of the k largest (or smallest) along dim: dim resized to k. Ties
+/// keep the lower index first; sorted = false gives the k elements in index order.
 inline std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1,
                                       bool largest = true, bool sorted = true,
                                       Loc loc = Loc::current()) {

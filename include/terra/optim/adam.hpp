@@ -42,7 +42,7 @@ inline void adam_update(Tensor& p, const Tensor& g, ParamState& s, const AdamOpt
 }
 }  // namespace detail
 
-// Adam: L2 weight decay added to the gradient.
+/// Adam: L2 weight decay added to the gradient.
 class Adam : public OptimizerBase<AdamOptions> {
  public:
   Adam(std::vector<Tensor> params, AdamOptions o = {}) : Adam(std::vector<Group>{{std::move(params), o}}) {}
@@ -56,7 +56,7 @@ class Adam : public OptimizerBase<AdamOptions> {
   }
 };
 
-// AdamW: decoupled weight decay, p *= 1 - lr * weight_decay before the Adam step.
+/// AdamW: decoupled weight decay, p *= 1 - lr * weight_decay before the Adam step.
 struct AdamWOptions : AdamOptions {
   AdamWOptions() { weight_decay = 1e-2; }
 };

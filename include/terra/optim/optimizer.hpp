@@ -12,13 +12,13 @@
 
 namespace terra::optim {
 
-// Per-parameter state: named tensors (e.g. "exp_avg") and a step count.
+/// Per-parameter state: named tensors (e.g. "exp_avg") and a step count.
 struct ParamState {
   std::map<std::string, Tensor> tensors;
   int64_t step = 0;
 };
 
-// Optimizers keep groups of parameters with their own options (learning rate, decay...).
+/// Optimizers keep groups of parameters with their own options (learning rate, decay...).
 template <class Options>
 struct ParamGroup {
   std::vector<Tensor> params;
@@ -28,18 +28,18 @@ struct ParamGroup {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  // One update of every parameter that has a gradient.
+  /// One update of every parameter that has a gradient.
   virtual void step() = 0;
   virtual size_t num_groups() const = 0;
   virtual double lr(size_t group = 0) const = 0;
   virtual void set_lr(double lr, size_t group) = 0;
-  // Every group's learning rate.
+  /// Every group's learning rate.
   void set_lr(double lr) {
     for (size_t g = 0; g < num_groups(); ++g) set_lr(lr, g);
   }
   virtual std::vector<Tensor> parameters() const = 0;
 
-  // Zero every gradient in place (addresses stay fixed), or drop them with set_to_none.
+  /// Zero every gradient in place (addresses stay fixed), or drop them with set_to_none.
   void zero_grad(bool set_to_none = false) {
     for (Tensor p : parameters()) {
       if (!p.grad().defined()) continue;
@@ -52,7 +52,7 @@ class Optimizer {
     }
   }
 
-  // State of parameter i (in parameters() order), created on first use.
+  /// State of parameter i (in parameters() order), created on first use.
   ParamState& state(size_t i) {
     if (state_.size() <= i) state_.resize(i + 1);
     return state_[i];
@@ -64,7 +64,7 @@ class Optimizer {
   std::vector<ParamState> state_;
 };
 
-// Groups + options handling shared by the concrete optimizers.
+/// Groups + options handling shared by the concrete optimizers.
 template <class Options>
 class OptimizerBase : public Optimizer {
  public:
@@ -89,7 +89,7 @@ class OptimizerBase : public Optimizer {
   void add_param_group(Group g) { groups_.push_back(std::move(g)); }
 
  protected:
-  // f(param, grad, state, options) for each parameter with a gradient, without recording.
+  /// f(param, grad, state, options) for each parameter with a gradient, without recording.
   template <class F>
   void for_each_param(F&& f) {
     NoGradGuard no_grad;
@@ -104,8 +104,8 @@ class OptimizerBase : public Optimizer {
   std::vector<Group> groups_;
 };
 
-// Scale all gradients so that their joint L2 norm is at most max_norm; returns the norm
-// before clipping.
+/// Scale all gradients so that their joint L2 norm is at most max_norm; returns the norm
+/// before clipping.
 inline double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
   double total = 0;

@@ -17,14 +17,14 @@ class LRScheduler {
     for (size_t g = 0; g < opt.num_groups(); ++g) base_lrs_.push_back(opt.lr(g));
   }
   virtual ~LRScheduler() = default;
-  // Advance one step (or epoch) and set the new rates.
+  /// Advance one step (or epoch) and set the new rates.
   void step() {
     ++count_;
     apply();
   }
   int64_t step_count() const { return count_; }
   double last_lr(size_t group = 0) const { return opt_.lr(group); }
-  // The rate of `group` after `count` steps.
+  /// The rate of `group` after `count` steps.
   virtual double lr_at(int64_t count, size_t group) const = 0;
 
  protected:
@@ -36,7 +36,7 @@ class LRScheduler {
   int64_t count_ = 0;
 };
 
-// lr = base * gamma^(count / step_size)
+/// lr = base * gamma^(count / step_size)
 class StepLR : public LRScheduler {
  public:
   StepLR(Optimizer& opt, int64_t step_size, double gamma = 0.1)
@@ -52,7 +52,7 @@ class StepLR : public LRScheduler {
   double gamma_;
 };
 
-// lr = base * gamma^(number of milestones passed)
+/// lr = base * gamma^(number of milestones passed)
 class MultiStepLR : public LRScheduler {
  public:
   MultiStepLR(Optimizer& opt, std::vector<int64_t> milestones, double gamma = 0.1)
@@ -69,7 +69,7 @@ class MultiStepLR : public LRScheduler {
   double gamma_;
 };
 
-// lr = eta_min + (base - eta_min) * (1 + cos(pi * min(count, t_max) / t_max)) / 2
+/// lr = eta_min + (base - eta_min) * (1 + cos(pi * min(count, t_max) / t_max)) / 2
 class CosineAnnealingLR : public LRScheduler {
  public:
   CosineAnnealingLR(Optimizer& opt, int64_t t_max, double eta_min = 0)
@@ -86,7 +86,7 @@ class CosineAnnealingLR : public LRScheduler {
   double eta_min_;
 };
 
-// Linear warm-up from base * start_factor to base over `warmup` steps, then constant.
+/// Linear warm-up from base * start_factor to base over `warmup` steps, then constant.
 class LinearWarmupLR : public LRScheduler {
  public:
   LinearWarmupLR(Optimizer& opt, int64_t warmup, double start_factor = 0.0)
