@@ -11,7 +11,8 @@ set(TERRA_DOC_CHECKED_HEADERS
 set(TERRA_DOC_EXCLUDED_HEADERS
   include/terra/ops/op.hpp
   include/terra/ops/dispatch.hpp
-  include/terra/ops/table.hpp)
+  include/terra/ops/table.hpp
+  include/terra/ops/mode.hpp)
 # Symbols that are implementation, never API (Doxygen EXCLUDE_SYMBOLS patterns).
 set(TERRA_DOC_EXCLUDED_SYMBOLS
   detail "*::detail" "*::detail_*" op "terra::op" "terra::op::*"

@@ -6,6 +6,9 @@
 
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <numeric>
+#include <stdexcept>
 #include <random>
 #include <string>
 #include <vector>
@@ -83,6 +86,309 @@ inline Outcome static_mlp(bool engine, int iters = 200) {
     if (step % 10 == 0) o.fetched.push_back(loss.item<double>());
   });
   collect(o, net->parameters());
+  return o;
+}
+
+
+// Host data for a step: a deterministic batch from a host RNG (fed every iteration).
+inline tr::Tensor host_batch(std::mt19937& rng, int64_t rows, int64_t cols) {
+  std::normal_distribution<float> nd;
+  std::vector<float> v(size_t(rows * cols));
+  for (auto& x : v) x = nd(rng);
+  return tr::tensor(v, {rows, cols});
+}
+inline tr::Tensor host_labels(std::mt19937& rng, int64_t n, int64_t classes) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (auto& y : v) y = int64_t(rng() % uint32_t(classes));
+  return tr::tensor(v, {n});
+}
+
+// 2. SDPoint style: the host RNG picks one of three sub-networks per iteration; dropout draws
+// Philox numbers inside the graph.
+inline Outcome sdpoint(bool engine, int iters = 200) {
+  tr::manual_seed(2);
+  Outcome o;
+  nn::Linear stem(12, 24);
+  std::vector<nn::Linear> heads = {nn::Linear(24, 3), nn::Linear(24, 3), nn::Linear(24, 3)};
+  std::vector<tr::Tensor> params = stem->parameters();
+  for (auto& h : heads)
+    for (auto& p : h->parameters()) params.push_back(p);
+  tr::optim::Adam opt(params, {.lr = 1e-2});
+  std::mt19937 rng(3);
+  loop(iters, engine, o, [&](int) {
+    tr::Tensor x = host_batch(rng, 6, 12), y = host_labels(rng, 6, 3);
+    int pick = int(rng() % 3);
+    o.decisions.push_back(pick);
+    tr::Tensor h = tr::dropout(tr::relu(stem(x)), 0.25, true);
+    tr::Tensor loss = F::cross_entropy(heads[pick](h), y);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, params);
+  return o;
+}
+
+// 3. DropBlock style: each of four residual blocks is skipped with a probability that grows
+// with the step (k independent host decisions per iteration).
+inline Outcome dropblock(bool engine, int iters = 200) {
+  tr::manual_seed(4);
+  Outcome o;
+  nn::Linear in(8, 16), out(16, 2);
+  std::vector<nn::Linear> blocks;
+  for (int i = 0; i < 4; ++i) blocks.emplace_back(16, 16);
+  std::vector<tr::Tensor> params = in->parameters();
+  for (auto& b : blocks)
+    for (auto& p : b->parameters()) params.push_back(p);
+  for (auto& p : out->parameters()) params.push_back(p);
+  tr::optim::SGD opt(params, {.lr = 0.02, .momentum = 0.9});
+  std::mt19937 rng(5);
+  loop(iters, engine, o, [&](int step) {
+    tr::Tensor x = host_batch(rng, 4, 8), y = host_batch(rng, 4, 2);
+    double p_drop = 0.5 * step / iters;
+    tr::Tensor h = tr::tanh(in(x));
+    for (auto& b : blocks) {
+      bool keep = std::uniform_real_distribution<double>(0, 1)(rng) >= p_drop;
+      o.decisions.push_back(keep);
+      if (keep) h = h + tr::relu(b(h));
+    }
+    tr::Tensor loss = F::mse_loss(out(h), y);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    if (step % 5 == 0) o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, params);
+  return o;
+}
+
+// 4. A data-dependent loop: refine while loss.item() > threshold, at most 5 times.
+inline Outcome refine_loop(bool engine, int iters = 200) {
+  tr::manual_seed(6);
+  Outcome o;
+  nn::Linear enc(6, 6), dec(6, 6);
+  std::vector<tr::Tensor> params = enc->parameters();
+  for (auto& p : dec->parameters()) params.push_back(p);
+  tr::optim::SGD opt(params, {.lr = 0.05});
+  std::mt19937 rng(7);
+  loop(iters, engine, o, [&](int) {
+    tr::Tensor x = host_batch(rng, 5, 6);
+    tr::Tensor z = enc(x);
+    tr::Tensor loss = F::mse_loss(dec(z), x);
+    int k = 0;
+    for (; k < 5; ++k) {
+      double v = loss.item<double>();
+      o.fetched.push_back(v);
+      if (v <= 0.35) break;
+      z = z - 0.1 * tr::tanh(z);
+      loss = F::mse_loss(dec(z), x);
+    }
+    o.decisions.push_back(k);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  });
+  collect(o, params);
+  return o;
+}
+
+// 5. A host library call mid-iteration: fetch scores, non-maximum suppression on the host
+// with the standard library, an index tensor built from the result, a gather with it.
+inline Outcome host_nms(bool engine, int iters = 200) {
+  tr::manual_seed(8);
+  Outcome o;
+  nn::Linear scorer(4, 1), refine(4, 4);
+  std::vector<tr::Tensor> params = scorer->parameters();
+  for (auto& p : refine->parameters()) params.push_back(p);
+  tr::optim::SGD opt(params, {.lr = 0.01});
+  std::mt19937 rng(9);
+  const int n = 12, keep_max = 4;
+  loop(iters, engine, o, [&](int) {
+    tr::Tensor boxes = host_batch(rng, n, 4);  // x, y, w, h (as logits)
+    tr::Tensor scores = tr::sigmoid(scorer(boxes)).view({n});
+    std::vector<float> s = scores.to_vector<float>();
+    std::vector<float> b = boxes.to_vector<float>();
+    std::vector<int> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int i, int j) { return s[i] > s[j]; });
+    auto iou = [&](int i, int j) {
+      float ax = b[i * 4], ay = b[i * 4 + 1], aw = std::abs(b[i * 4 + 2]), ah = std::abs(b[i * 4 + 3]);
+      float bx = b[j * 4], by = b[j * 4 + 1], bw = std::abs(b[j * 4 + 2]), bh = std::abs(b[j * 4 + 3]);
+      float ix = std::max(0.f, std::min(ax + aw, bx + bw) - std::max(ax, bx));
+      float iy = std::max(0.f, std::min(ay + ah, by + bh) - std::max(ay, by));
+      float inter = ix * iy, uni = aw * ah + bw * bh - inter;
+      return uni > 0 ? inter / uni : 0.f;
+    };
+    std::vector<int64_t> kept;
+    for (int i : order) {
+      bool ok = true;
+      for (int64_t k : kept) ok = ok && iou(i, int(k)) < 0.3f;
+      if (ok) kept.push_back(i);
+      if (int(kept.size()) == keep_max) break;
+    }
+    for (int64_t k : kept) o.decisions.push_back(int(k));
+    std::vector<float> w(keep_max, 0.f);
+    for (size_t i = 0; i < kept.size(); ++i) w[i] = 1.f;
+    while (int(kept.size()) < keep_max) kept.push_back(kept[0]);  // padded; weight 0
+    tr::Tensor idx = tr::tensor(kept, {keep_max});
+    tr::Tensor picked = tr::index_select(refine(boxes), 0, idx);
+    tr::Tensor wt = tr::tensor(w, {keep_max, 1});
+    tr::Tensor loss = (picked * picked * wt).mean() - tr::index_select(scores, 0, idx).mean();
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, params);
+  return o;
+}
+
+// 6. State carried across iterations: an RNN hidden state detached and reused, a running loss
+// kept as a tensor, and every step's loss kept in a host vector, printed at the end.
+inline Outcome carried_state(bool engine, int iters = 200) {
+  tr::manual_seed(10);
+  Outcome o;
+  nn::Linear wx(3, 8), wh(8, 8), head(8, 1);
+  std::vector<tr::Tensor> params = wx->parameters();
+  for (auto& m : {wh, head})
+    for (auto& p : m->parameters()) params.push_back(p);
+  tr::optim::SGD opt(params, {.lr = 0.02});
+  std::mt19937 rng(11);
+  tr::Tensor h = tr::zeros({2, 8});
+  tr::Tensor running = tr::zeros({});
+  std::vector<tr::Tensor> losses;
+  loop(iters, engine, o, [&](int) {
+    tr::Tensor x = host_batch(rng, 2, 3), y = host_batch(rng, 2, 1);
+    h = tr::tanh(wx(x) + wh(h));
+    tr::Tensor loss = F::mse_loss(head(h), y);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    h = h.detach();
+    running = running * 0.9 + loss.detach();
+    losses.push_back(loss.detach());
+  });
+  for (auto& l : losses) o.fetched.push_back(l.item<double>());
+  o.fetched.push_back(running.item<double>());
+  for (double v : h.to_vector<double>()) o.fetched.push_back(v);
+  collect(o, params);
+  return o;
+}
+
+// 7. Host code throws in 1 of every 37 iterations, after some ops; the loop catches it
+// outside the iteration scope.
+inline Outcome exceptions(bool engine, int iters = 200) {
+  tr::manual_seed(12);
+  Outcome o;
+  Mlp net(5, 10, 2);
+  tr::optim::SGD opt(net->parameters(), {.lr = 0.05});
+  std::mt19937 rng(13);
+  auto body = [&](int step) {
+    tr::Tensor x = host_batch(rng, 4, 5), y = host_labels(rng, 4, 2);
+    tr::Tensor loss = F::cross_entropy(net(x), y);
+    if (step % 37 == 36) throw std::runtime_error("host failure");
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    o.fetched.push_back(loss.item<double>());
+  };
+  std::unique_ptr<tr::Engine> e = engine ? std::make_unique<tr::Engine>() : nullptr;
+  for (int i = 0; i < iters; ++i) {
+    try {
+      if (e) {
+        auto it = e->iteration();
+        body(i);
+      } else {
+        body(i);
+      }
+    } catch (const std::runtime_error&) {
+      o.decisions.push_back(i);
+    }
+  }
+  if (e) {
+    e->synchronize();
+    o.stats = e->stats();
+  }
+  collect(o, net->parameters());
+  return o;
+}
+
+// 8. A sequence length that changes every 50 iterations (bounded specializations).
+inline Outcome changing_shapes(bool engine, int iters = 200) {
+  tr::manual_seed(14);
+  Outcome o;
+  nn::Embedding emb(20, 8);
+  nn::Linear head(8, 20);
+  std::vector<tr::Tensor> params = emb->parameters();
+  for (auto& p : head->parameters()) params.push_back(p);
+  tr::optim::Adam opt(params, {.lr = 1e-2});
+  std::mt19937 rng(15);
+  const int lengths[] = {6, 10, 14, 6};
+  loop(iters, engine, o, [&](int step) {
+    int64_t len = lengths[(step / 50) % 4];
+    tr::Tensor tok = host_labels(rng, 2 * len, 20).view({2, len});
+    tr::Tensor logits = head(emb(tok)).view({2 * len, 20});
+    tr::Tensor target = tok.view({2 * len});
+    tr::Tensor loss = F::cross_entropy(logits, target);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    if (step % 7 == 0) o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, params);
+  return o;
+}
+
+// 9. A learning rate that changes every step (a fed scalar: no re-trace storm).
+inline Outcome changing_lr(bool engine, int iters = 200) {
+  tr::manual_seed(16);
+  Outcome o;
+  Mlp net(6, 12, 3);
+  tr::optim::AdamW opt(net->parameters(), {.lr = 3e-3});
+  tr::optim::CosineAnnealingLR sched(opt, iters);
+  std::mt19937 rng(17);
+  loop(iters, engine, o, [&](int step) {
+    tr::Tensor x = host_batch(rng, 4, 6), y = host_labels(rng, 4, 3);
+    tr::Tensor loss = F::cross_entropy(net(x), y);
+    opt.zero_grad();
+    loss.backward();
+    tr::optim::clip_grad_norm_tensor_(net->parameters(), 1.0);
+    opt.step();
+    sched.step();
+    if (step % 10 == 0) o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, net->parameters());
+  return o;
+}
+
+// 10. A parameter replaced by a new tensor object at iteration 100 (and the optimizer rebuilt
+// for the new parameter list, as a user would).
+inline Outcome replaced_param(bool engine, int iters = 200) {
+  tr::manual_seed(18);
+  Outcome o;
+  tr::Tensor w1 = (tr::randn({6, 10}) * 0.3).set_requires_grad();
+  tr::Tensor w2 = (tr::randn({10, 2}) * 0.3).set_requires_grad();
+  auto make_opt = [&] {
+    return std::make_unique<tr::optim::SGD>(std::vector<tr::Tensor>{w1, w2},
+                                            tr::optim::SGDOptions{.lr = 0.05, .momentum = 0.9});
+  };
+  auto opt = make_opt();
+  std::mt19937 rng(19);
+  loop(iters, engine, o, [&](int step) {
+    if (step == 100) {
+      tr::NoGradGuard ng;
+      w1 = (w1 * 0.5).detach().set_requires_grad();  // a new tensor object
+      opt = make_opt();
+    }
+    tr::Tensor x = host_batch(rng, 4, 6), y = host_batch(rng, 4, 2);
+    tr::Tensor loss = F::mse_loss(tr::matmul(tr::relu(tr::matmul(x, w1)), w2), y);
+    opt->zero_grad();
+    loss.backward();
+    opt->step();
+    if (step % 10 == 0) o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, {w1, w2});
   return o;
 }
 

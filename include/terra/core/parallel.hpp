@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "terra/core/pending.hpp"
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -19,8 +21,10 @@ void parallel_for(int64_t n, int64_t cost_per_item, const F& f) {
 #if defined(_OPENMP)
   if (n * cost_per_item >= kParallelGrain && n > 1 && !omp_in_parallel()) {
     int threads = std::min<int64_t>(omp_get_max_threads(), n);
+    const bool runner = detail::in_runner();  // the team works for the graph runner too
 #pragma omp parallel num_threads(threads)
     {
+      detail::in_runner() = runner;
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
       int64_t chunk = (n + nt - 1) / nt;
       int64_t b = std::min<int64_t>(n, t * chunk), e = std::min<int64_t>(n, b + chunk);

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <numeric>
 
+#include "terra/core/parallel.hpp"
 #include "terra/graph/passes.hpp"
 #include "terra/ops/dispatch.hpp"
 

@@ -29,34 +29,37 @@
 
 namespace terra {
 
+/// How an Engine traces, compiles and co-executes.
 struct EngineOptions {
-  // Iterations per call site run eagerly, unrecorded, before tracing starts: first iterations
-  // often differ from all later ones (optimizer state created lazily, gradients undefined),
-  // and merging such a one-off path would only fragment the graph.
+  /// Iterations per call site run eagerly, unrecorded, before tracing starts: first iterations
+  /// often differ from all later ones (optimizer state created lazily, gradients undefined),
+  /// and merging such a one-off path would only fragment the graph.
   int warmup = 1;
-  int compile_after = 2;        // traces of a block before it is compiled and co-executed
-  int max_specializations = 8;  // distinct nodes per program location (shapes, attributes)
-  int max_blocks = 256;         // per iteration() call site
-  int max_ahead = 2;            // iterations the host may run ahead of the graph runner
-  bool coexecute = true;        // false: trace nothing, run every iteration eagerly
-  bool timeline = false;        // record host/runner spans for write_timeline()
+  int compile_after = 2;        ///< traces of a block before it is compiled and co-executed
+  int max_specializations = 8;  ///< distinct nodes per program location (shapes, attributes)
+  int max_blocks = 256;         ///< per iteration() call site
+  int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
+  bool coexecute = true;        ///< false: trace nothing, run every iteration eagerly
+  bool timeline = false;        ///< record host/runner spans for write_timeline()
 };
 
+/// What an Engine did so far (Engine::stats(); printable with <<).
 struct EngineStats {
-  int64_t iterations = 0;   // iteration scopes entered
-  int64_t eager = 0;        // ran eagerly, unrecorded (warm-up, or co-execution off)
-  int64_t traced = 0;       // ran eagerly from the start, recorded
-  int64_t coexecuted = 0;   // ran entirely co-executed
-  int64_t fallbacks = 0;    // started co-executing, then diverged or threw
-  int64_t blocks = 0;       // blocks in all trace graphs
-  int64_t nodes = 0;        // op nodes in all trace graphs
-  int64_t paths = 0;        // distinct block sequences seen
-  int64_t compiles = 0;     // blocks compiled (including re-compiles after a graph change)
-  int64_t launches = 0;     // runs handed to the graph runner
-  int64_t ops_coexecuted = 0;
-  std::map<std::string, int64_t> reasons;  // why iterations were traced again, with counts
+  int64_t iterations = 0;   ///< iteration scopes entered
+  int64_t eager = 0;        ///< ran eagerly, unrecorded (warm-up, or co-execution off)
+  int64_t traced = 0;       ///< ran eagerly from the start, recorded
+  int64_t coexecuted = 0;   ///< ran entirely co-executed
+  int64_t fallbacks = 0;    ///< started co-executing, then diverged or threw
+  int64_t blocks = 0;       ///< blocks in all trace graphs
+  int64_t nodes = 0;        ///< op nodes in all trace graphs
+  int64_t paths = 0;        ///< distinct block sequences seen
+  int64_t compiles = 0;     ///< blocks compiled (including re-compiles after a graph change)
+  int64_t launches = 0;     ///< runs handed to the graph runner
+  int64_t ops_coexecuted = 0;  ///< op calls answered with lazy handles
+  std::map<std::string, int64_t> reasons;  ///< why iterations were traced again, with counts
 };
 
+/// One line of counts, then one line per re-trace reason.
 inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
   os << "iterations " << s.iterations << " (eager " << s.eager << ", traced " << s.traced << ", co-executed "
      << s.coexecuted << ", fallen back " << s.fallbacks << "), blocks " << s.blocks
@@ -66,9 +69,10 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
   return os;
 }
 
+/// The co-execution engine of one host thread; see the top of this file and docs/coexecution.md.
 class Engine final : public trace::Hook {
  public:
-  // The RAII scope of one iteration: co-execution and tracing happen only inside it.
+  /// The RAII scope of one iteration: co-execution and tracing happen only inside it.
   class Iteration {
    public:
     ~Iteration() { engine_->end_iteration(std::uncaught_exceptions() > uncaught_); }
@@ -82,17 +86,20 @@ class Engine final : public trace::Hook {
     int uncaught_;
   };
 
+  /// An engine with its own graph-runner thread.
   explicit Engine(EngineOptions opts = {}) : opts_(opts), runner_(opts.timeline) {}
+  /// Waits for every launched run.
   ~Engine() override { runner_.drain(); }
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Starts an iteration; throws the error of a failed earlier run, if any (once).
+  /// Starts an iteration; throws the error of a failed earlier run, if any (once).
   [[nodiscard]] Iteration iteration(Loc loc = Loc::current()) {
     begin_iteration(loc);
     return Iteration(this);
   }
 
+  /// Counts so far (graph sizes summed over all iteration() call sites).
   EngineStats stats() const {
     EngineStats s = stats_;
     s.blocks = s.nodes = 0;
@@ -103,24 +110,27 @@ class Engine final : public trace::Hook {
     s.paths = int64_t(paths_.size());
     return s;
   }
+  /// The options it was made with.
   const EngineOptions& options() const { return opts_; }
-  // Waits until every launched run has finished.
+  /// Waits until every launched run has finished.
   void synchronize() { runner_.drain(); }
 
-  // The trace graphs, one per iteration() call site, and their compiled plans (for dumps).
+  /// A block's compiled plan and its executor.
   struct Compiled {
-    uint64_t version = 0;
-    std::shared_ptr<const graph::Plan> plan;
-    std::shared_ptr<exec::CpuExecutor> exec;
+    uint64_t version = 0;                      ///< the block version it was compiled from
+    std::shared_ptr<const graph::Plan> plan;   ///< after dce, cse, fuse, plan_memory
+    std::shared_ptr<exec::CpuExecutor> exec;   ///< runs the plan (owns its arena)
   };
+  /// The trace graph of one iteration() call site.
   struct GraphState {
-    std::string site;
-    int64_t iterations = 0;
-    trace::TraceGraph graph;
-    std::vector<Compiled> compiled;  // per block
+    std::string site;                ///< file:line of the iteration() call
+    int64_t iterations = 0;          ///< iterations started there
+    trace::TraceGraph graph;         ///< the merged traces
+    std::vector<Compiled> compiled;  ///< per block
   };
+  /// The trace graphs by call site, with their compiled plans (io/trace_dump.hpp dumps them).
   const std::unordered_map<uint64_t, GraphState>& graphs() const { return graphs_; }
-  // Host iterations and runner spans so far (EngineOptions::timeline).
+  /// Host iterations and runner spans so far (EngineOptions::timeline).
   std::vector<exec::TimelineEvent> timeline() {
     runner_.drain();
     auto ev = runner_.take_events();
@@ -131,10 +141,13 @@ class Engine final : public trace::Hook {
   }
 
   // ---- trace::Hook ----
+  /// The thread's mode while an iteration of this engine runs.
   trace::Mode mode() const override { return mode_; }
+  /// Every op call inside an iteration comes here (from dispatch()).
   OutList dispatch(const OpCall& call, const OpInfo& info) override {
     return mode_ == trace::Mode::Tracing ? traced(call, info) : coexec(call, info);
   }
+  /// Host reads of traced values become block boundaries of later traces.
   void on_fetch(const Tensor& t) override {
     if (mode_ == trace::Mode::Tracing && rec_.knows(t)) rec_.note_fetch();
   }
@@ -258,7 +271,7 @@ class Engine final : public trace::Hook {
   }
 
   // Launches nodes [launched_, end) of the current block on the runner.
-  void launch_segment(int32_t end) {
+  void launch_segment(int32_t end, bool wake = true) {
     if (end <= launched_) return;
     Compiled& c = compiled(block_);
     const graph::BlockIr& ir = gs_->graph.blocks[block_].ir;
@@ -286,17 +299,21 @@ class Engine final : public trace::Hook {
     run->signal = open_signal();
     run->signal->launched = true;
     run->signal->launch = nullptr;
+    run->signal->help = nullptr;
     if (opts_.timeline) run->name = "block " + std::to_string(block_);
     last_signal_ = run->signal;
     open_ = {};
     launched_ = end;
     ++stats_.launches;
-    runner_.push(std::move(run));
+    runner_.push(std::move(run), wake);
   }
   Ref<exec::RunSignal>& open_signal() {
     if (!open_) {
       open_ = Ref<exec::RunSignal>(new exec::RunSignal());
-      open_->launch = [this] { launch_segment(int32_t(idx_)); };
+      // A host read of a value of the open segment: launch it, and run it on this thread
+      // rather than wake the runner and wait for it.
+      open_->launch = [this] { launch_segment(int32_t(idx_), false); };
+      open_->help = [this](const exec::RunSignal& s) { runner_.help_until(s); };
     }
     return open_;
   }

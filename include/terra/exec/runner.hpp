@@ -38,11 +38,14 @@ struct TimelineEvent {
 class RunSignal final : public Signal {
  public:
   std::function<void()> launch;  // host thread only
+  std::function<void(const RunSignal&)> help;  // host thread only: run queued work meanwhile
   bool launched = false;         // host thread only
   std::exception_ptr error;      // written by the runner before done
 
   void wait() override {
+    auto helper = help;  // launching clears it
     if (!launched && launch) launch();  // a fetch inside the open segment: launch it now
+    if (!done() && helper) helper(*this);
     done_.wait(false, std::memory_order_acquire);
     if (error) std::rethrow_exception(error);
   }
@@ -79,13 +82,35 @@ class Runner {
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
 
-  void push(std::unique_ptr<Run> r) {
+  // Queues a run. wake = false: the host is about to wait for it and will run it itself
+  // (help_until), which saves the thread hand-off a synchronous read would otherwise pay.
+  void push(std::unique_ptr<Run> r, bool wake = true) {
     {
       std::lock_guard lk(mu_);
       queue_.push_back(std::move(r));
       ++pending_;
     }
-    cv_.notify_all();
+    if (wake) cv_.notify_all();
+  }
+  // Waits until `sig` is done, running queued runs on the calling thread whenever the runner
+  // is idle (runs stay in launch order: only one thread executes at a time).
+  void help_until(const RunSignal& sig) {
+    std::unique_lock lk(mu_);
+    while (!sig.done()) {
+      if (!busy_ && !queue_.empty()) {
+        std::unique_ptr<Run> r = std::move(queue_.front());
+        queue_.pop_front();
+        busy_ = true;
+        lk.unlock();
+        bool prev = terra::detail::in_runner();
+        terra::detail::in_runner() = true;
+        execute(*r);
+        terra::detail::in_runner() = prev;
+        lk.lock();
+        continue;
+      }
+      idle_cv_.wait(lk);
+    }
   }
   // Waits until every pushed run finished.
   void drain() {
@@ -112,10 +137,11 @@ class Runner {
       std::unique_ptr<Run> r;
       {
         std::unique_lock lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+        cv_.wait(lk, [&] { return stop_ || (!queue_.empty() && !busy_); });
         if (queue_.empty()) return;
         r = std::move(queue_.front());
         queue_.pop_front();
+        busy_ = true;
       }
       execute(*r);
     }
@@ -148,8 +174,10 @@ class Runner {
     {
       std::lock_guard lk(mu_);
       --pending_;
+      busy_ = false;
     }
     idle_cv_.notify_all();
+    cv_.notify_all();
   }
 
   bool timeline_;
@@ -157,6 +185,7 @@ class Runner {
   std::condition_variable cv_, idle_cv_;
   std::deque<std::unique_ptr<Run>> queue_;
   int64_t pending_ = 0;
+  bool busy_ = false;  // a thread is executing a run
   bool stop_ = false;
   std::exception_ptr error_;
   std::vector<TimelineEvent> events_;

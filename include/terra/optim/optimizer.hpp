@@ -104,19 +104,30 @@ class OptimizerBase : public Optimizer {
   std::vector<Group> groups_;
 };
 
-/// Scale all gradients so that their joint L2 norm is at most max_norm; returns the norm
-/// before clipping.
-inline double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
+/// Scales all gradients so that their joint L2 norm is at most max_norm; returns the norm
+/// before clipping as a 0-d float64 tensor. No host read: a co-executed step keeps going.
+inline Tensor clip_grad_norm_tensor_(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
-  double total = 0;
-  for (const Tensor& p : params)
-    if (p.grad().defined()) total += (p.grad().to(DType::Float64) * p.grad().to(DType::Float64)).sum().item<double>();
-  double norm = std::sqrt(total);
-  double scale = max_norm / (norm + 1e-6);
-  if (scale < 1.0)
-    for (Tensor p : params)
-      if (p.grad().defined()) p.mutable_grad().mul_(scale);
+  Tensor total;
+  for (const Tensor& p : params) {
+    if (!p.grad().defined()) continue;
+    Tensor g = p.grad().to(DType::Float64);
+    Tensor sq = (g * g).sum();
+    total = total.defined() ? total + sq : sq;
+  }
+  if (!total.defined()) return zeros({}, {.dtype = DType::Float64});
+  Tensor norm = total.sqrt();
+  // Always scale, by min(1, max_norm / norm): no host decision, so the step stays one graph.
+  Tensor coef = (max_norm / (norm + 1e-6)).clamp(-1e300, 1.0);
+  for (Tensor p : params)
+    if (p.grad().defined()) p.mutable_grad().mul_(coef.to(p.grad().dtype()));
   return norm;
+}
+
+/// As clip_grad_norm_tensor_, returning the norm as a number (LibTorch's signature; reading
+/// it waits for the gradients, so prefer clip_grad_norm_tensor_ inside co-executed loops).
+inline double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
+  return clip_grad_norm_tensor_(params, max_norm).item<double>();
 }
 
 }  // namespace terra::optim

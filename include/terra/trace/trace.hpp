@@ -23,12 +23,14 @@ struct Site {
   uint64_t modules = 0;     // hash of the module-call stack
   uint32_t occurrence = 0;  // how many earlier calls of this iteration came from here
 
-  uint64_t key() const {
+  // The place in the program (call site and module stack), and the place with occurrence.
+  uint64_t place() const {
     uint64_t h = reinterpret_cast<uintptr_t>(file) * 0x9e3779b97f4a7c15ull;
     h ^= (uint64_t(line) << 20 | column) + modules + (h << 6) + (h >> 2);
     h *= 0xbf58476d1ce4e5b9ull;
-    return h ^ (h >> 29) ^ (uint64_t(occurrence) * 0x94d049bb133111ebull);
+    return h ^ (h >> 29);
   }
+  uint64_t key() const { return place() ^ (uint64_t(occurrence) * 0x94d049bb133111ebull); }
   bool same_place(const Site& o) const {
     return line == o.line && column == o.column && modules == o.modules && file == o.file;
   }
@@ -117,7 +119,7 @@ class Recorder {
 
   Site site(const Loc& loc) {
     Site s{loc.file_name(), loc.line(), loc.column(), module_hash(), 0};
-    s.occurrence = occurrences_[s.key()]++;
+    s.occurrence = occurrences_[s.place()]++;
     return s;
   }
 

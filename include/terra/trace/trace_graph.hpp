@@ -65,21 +65,34 @@ inline bool same_structure(const Attrs& a, const Attrs& b) {
          a.scalars.size() == b.scalars.size();
 }
 
-// Does node n of `blk` stand for record r? On success the record's buffers are bound to the
-// block's (fresh outputs included); on failure nothing is bound.
-inline bool match_node(const Block& blk, int32_t n, const OpRecord& r, Binding& bind) {
+// Could node n of `blk` stand for record r, buffers aside? (Same op, attributes, place in
+// the program, and layouts. The occurrence count is not compared: a path that skips a call
+// shifts the counts of every later call from the same place, e.g. the per-parameter lines
+// of an optimizer step, and those calls are still the same computations.)
+inline bool similar_node(const Block& blk, int32_t n, const OpRecord& r) {
   const graph::IrNode& node = blk.ir.nodes[n];
-  if (node.op != r.op || node.inplace != r.inplace || !(blk.sites[n] == r.site) ||
+  if (node.op != r.op || node.inplace != r.inplace || !blk.sites[n].same_place(r.site) ||
       node.ins.size() != r.ins.size() || node.outs.size() != r.outs.size() ||
       !same_structure(node.attrs, r.attrs) || node.out_alias != r.out_alias)
     return false;
+  for (size_t j = 0; j < r.ins.size(); ++j)
+    if (!same_layout(node.ins[j], r.ins[j])) return false;
+  for (size_t k = 0; k < r.outs.size(); ++k)
+    if (!same_layout(node.outs[k], r.outs[k])) return false;
+  return true;
+}
+
+// Does node n of `blk` stand for record r? On success the record's buffers are bound to the
+// block's (fresh outputs included); on failure nothing is bound.
+inline bool match_node(const Block& blk, int32_t n, const OpRecord& r, Binding& bind) {
+  if (!similar_node(blk, n, r)) return false;
+  const graph::IrNode& node = blk.ir.nodes[n];
   SmallVector<std::pair<int32_t, int32_t>, 6> added;
   auto fail = [&] {
     for (auto [g, b] : added) bind.unbind(g, b);
     return false;
   };
   auto take = [&](const graph::ValueRef& want, const graph::ValueRef& got, bool fresh) {
-    if (!same_layout(want, got)) return false;
     int32_t b = bind.block_of(got.buf);
     if (b >= 0) return b == want.buf;
     // Unbound: a buffer from outside this pass (or a fresh output): the node must expect a
@@ -193,9 +206,17 @@ class TraceGraph {
   }
   // A node elsewhere with the same program location and matching inputs: the paths re-join.
   int32_t find_join(int32_t cur, const OpRecord& r, const Trace& t) {
-    auto it = sites_.find(r.site.key());
+    auto it = sites_.find(r.site.place());
     if (it == sites_.end()) return -1;
-    for (auto [b, n] : it->second) {
+    // Candidates with the same occurrence first: the likeliest re-join point.
+    std::vector<std::pair<int32_t, int32_t>> cands;
+    // Never a block this trace already went through: that would make a loop of one trace.
+    for (auto [b, n] : it->second)
+      if (blocks[b].stamp != trace_stamp_ && similar_node(blocks[b], n, r)) cands.push_back({b, n});
+    std::stable_partition(cands.begin(), cands.end(), [&](auto c) {
+      return blocks[c.first].sites[c.second].occurrence == r.site.occurrence;
+    });
+    for (auto [b, n] : cands) {
       int32_t target = b;
       if (n > 0) {
         Block suffix = slice(blocks[b], n, blocks[b].ir.nodes.size());
@@ -303,7 +324,7 @@ class TraceGraph {
     blk.ir.nodes.push_back(std::move(node));
     blk.sites.push_back(r.site);
     ++blk.version;
-    sites_[r.site.key()].push_back({b, me});
+    sites_[r.site.place()].push_back({b, me});
     ++site_count_[r.site.key()];
   }
 
@@ -311,12 +332,12 @@ class TraceGraph {
     sites_.clear();
     for (int32_t b = 0; b < int32_t(blocks.size()); ++b)
       for (int32_t n = 0; n < int32_t(blocks[b].sites.size()); ++n)
-        sites_[blocks[b].sites[n].key()].push_back({b, n});
+        sites_[blocks[b].sites[n].place()].push_back({b, n});
   }
 
   Binding bind_;
   uint32_t trace_stamp_ = 0;
-  std::unordered_map<uint64_t, std::vector<std::pair<int32_t, int32_t>>> sites_;
+  std::unordered_map<uint64_t, std::vector<std::pair<int32_t, int32_t>>> sites_;  // by place
   std::unordered_map<uint64_t, int> site_count_;  // nodes ever created per location
 };
 
