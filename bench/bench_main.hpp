@@ -29,6 +29,12 @@ inline int threads() {
 #endif
 }
 
+// LibTorch cases call this first: terra's products run OpenBLAS single-threaded (and split the
+// work themselves, see backend/cpu/linalg.hpp), LibTorch's expect OpenBLAS's own threads.
+inline void torch_blas_threads() {
+  if (openblas_set_num_threads) openblas_set_num_threads(threads());
+}
+
 inline int run(int argc, char** argv) {
   int n = threads();
   if (openblas_set_num_threads) openblas_set_num_threads(n);

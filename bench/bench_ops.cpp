@@ -102,18 +102,21 @@ at::Tensor torch_input(const terra::Shape& shape) { return to_torch(input(shape)
 
 // Default (grad) mode, as a LibTorch user runs eager code; inputs do not require grad.
 void BM_torch_add8(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   at::Tensor a = torch_input({8}), b = torch_input({8});
   run(state, [&] { return a + b; });
 }
 
 // For reference: LibTorch without the autograd dispatch layer.
 void BM_torch_add8_inference_mode(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   c10::InferenceMode guard;
   at::Tensor a = torch_input({8}), b = torch_input({8});
   run(state, [&] { return a + b; });
 }
 
 void BM_torch_matmul(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   int64_t n = state.range(0);
   at::Tensor a = torch_input({n, n}), b = torch_input({n, n});
   set_flops(state, 2.0 * n * n * n);
@@ -121,17 +124,20 @@ void BM_torch_matmul(benchmark::State& state) {
 }
 
 void BM_torch_conv2d_resnet(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   at::Tensor x = torch_input(kConvX), w = torch_input(kConvW);
   set_flops(state, conv_flops());
   run(state, [&] { return at::conv2d(x, w, {}, 1, 1); });
 }
 
 void BM_torch_softmax_64x1024(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   at::Tensor x = torch_input({64, 1024});
   run(state, [&] { return at::softmax(x, -1); });
 }
 
 void BM_torch_layer_norm_64x1024(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   at::Tensor x = torch_input({64, 1024}), w = torch_input({1024}), b = torch_input({1024});
   run(state, [&] { return at::layer_norm(x, {1024}, w, b, 1e-5); });
 }

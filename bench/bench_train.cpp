@@ -170,6 +170,7 @@ void load(const std::vector<torch::Tensor>& params, const std::vector<tr::Tensor
 
 // Default (grad) mode, the torch::nn / torch::optim API a LibTorch user writes.
 void BM_torch_train_mlp(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   const Data& d = data();
   torch::nn::Sequential net(torch::nn::Linear(kMlpIn, kMlpHidden), torch::nn::ReLU(),
                             torch::nn::Linear(kMlpHidden, kMlpClasses));
@@ -186,6 +187,7 @@ void BM_torch_train_mlp(benchmark::State& state) {
 }
 
 void BM_torch_train_cnn(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
   namespace nn = torch::nn;
   const Data& d = data();
   nn::Sequential net(nn::Conv2d(nn::Conv2dOptions(1, 8, 3).padding(1)), nn::BatchNorm2d(8),

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "exec/programs.hpp"
+#include <terra/io/trace_dump.hpp>
 
 namespace {
 
@@ -140,6 +141,83 @@ TEST(CoExec, TwoThreadsTwoEngines) {
   expect_same(e2, c2);
   EXPECT_EQ(c1.stats.coexecuted, 197);
   EXPECT_GE(c2.stats.coexecuted, 185);
+}
+
+
+TEST(CoExec, EngineOffRunsEverythingEagerly) {
+  namespace tr = terra;
+  tr::Engine engine(tr::EngineOptions{.coexecute = false});
+  tr::Tensor w = tr::ones({3});
+  for (int i = 0; i < 5; ++i) {
+    auto it = engine.iteration();
+    w = w * 2.0;
+  }
+  EXPECT_EQ(engine.stats().eager, 5);
+  EXPECT_EQ(engine.stats().blocks, 0);
+  EXPECT_EQ(w.to_vector<float>(), std::vector<float>(3, 32.f));
+}
+
+TEST(CoExec, IterationsCannotNest) {
+  terra::Engine engine;
+  auto it = engine.iteration();
+  EXPECT_THROW({ auto inner = engine.iteration(); }, terra::Error);
+}
+
+// A kernel failure inside a co-executed run (an index from host data out of range) reaches
+// the host as terra::Error at the read, once more at the next iteration(), and the engine
+// keeps working afterwards.
+TEST(CoExec, KernelErrorInsideARunSurfaces) {
+  namespace tr = terra;
+  tr::Engine engine;
+  tr::Tensor table = tr::arange(0, 8).to(tr::DType::Float32);
+  bool threw = false;
+  for (int i = 0; i < 12; ++i) {
+    try {
+      auto it = engine.iteration();
+      int64_t bad = i == 8 ? 100 : i % 8;
+      tr::Tensor idx = tr::tensor(std::vector<int64_t>{bad, 0}, {2});
+      tr::Tensor got = tr::index_select(table * 1.0, 0, idx) + 1.0;
+      EXPECT_EQ(got.to_vector<float>()[1], 1.f);
+      EXPECT_NE(i, 8) << "the out-of-range index was not reported";
+    } catch (const terra::Error& e) {
+      threw = true;
+      EXPECT_NE(std::string(e.what()).find("index_select"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(threw);
+  EXPECT_GE(engine.stats().coexecuted, 2);
+}
+
+TEST(CoExec, DumpsAndTimeline) {
+  namespace tr = terra;
+  tr::Engine engine(tr::EngineOptions{.timeline = true});
+  tr::Tensor w = tr::randn({4, 4}).set_requires_grad();
+  for (int i = 0; i < 6; ++i) {
+    auto it = engine.iteration();
+    tr::Tensor loss = tr::matmul(tr::randn({2, 4}), w).relu().sum();
+    loss.backward();
+    tr::NoGradGuard ng;
+    w.sub_(w.grad() * 0.1);
+    w.mutable_grad().zero_();
+  }
+  engine.synchronize();
+  auto j = tr::io::to_json(engine);
+  ASSERT_EQ(j["graphs"].size(), 1u);
+  EXPECT_GE(j["graphs"][0]["blocks"].size(), 1u);
+  std::string dump = j.dump();
+  for (const char* op : {"matmul", "relu", "sum"}) EXPECT_NE(dump.find(op), std::string::npos) << op;
+  EXPECT_EQ(j["stats"]["coexecuted"], 3);
+  std::string dot = tr::io::to_dot(engine.graphs().begin()->second.graph);
+  EXPECT_NE(dot.find("digraph"), std::string::npos);
+  EXPECT_NE(dot.find("matmul"), std::string::npos);
+  auto tl = tr::io::timeline_json(engine);
+  int runner = 0, host = 0;
+  for (auto& e : tl["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    (e["tid"] == 1 ? runner : host)++;
+  }
+  EXPECT_EQ(host, 6);
+  EXPECT_GE(runner, 3);
 }
 
 }  // namespace

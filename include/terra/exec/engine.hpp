@@ -155,7 +155,7 @@ class Engine final : public trace::Hook {
  private:
   // ---- iteration scope ----
   void begin_iteration(const Loc& loc) {
-    TERRA_CHECK(mode_ == trace::Mode::Eager, "Engine::iteration",
+    TERRA_CHECK(!in_iteration_, "Engine::iteration",
                 "iterations of one engine cannot nest or overlap");
     runner_error_check();
     while (int(inflight_.size()) >= std::max(1, opts_.max_ahead)) {
@@ -168,6 +168,7 @@ class Engine final : public trace::Hook {
     gs_ = &graphs_[key];
     if (gs_->site.empty()) gs_->site = trace::Site{loc.file_name(), loc.line(), 0, 0, 0}.str();
     ++stats_.iterations;
+    in_iteration_ = true;
     bool warm = gs_->iterations++ >= opts_.warmup;
     started_coexec_ = opts_.coexecute && !gs_->graph.empty() && ready(0);
     path_.clear();
@@ -184,6 +185,7 @@ class Engine final : public trace::Hook {
   }
 
   void end_iteration(bool exception) {
+    in_iteration_ = false;
     trace::active_hook() = prev_hook_;
     if (mode_ == trace::Mode::CoExecuting) {
       const trace::Block& b = gs_->graph.blocks[block_];
@@ -441,6 +443,7 @@ class Engine final : public trace::Hook {
   trace::Mode mode_ = trace::Mode::Eager;
   trace::Hook* prev_hook_ = nullptr;
   bool started_coexec_ = false;
+  bool in_iteration_ = false;
   std::string diverged_;
   // the walk through the current block
   int32_t block_ = 0;

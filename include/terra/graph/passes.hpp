@@ -308,10 +308,24 @@ inline void plan_memory(Plan& p) {
   size_t nb = ir.bufs.size();
   std::vector<int32_t> first(nb, INT_MAX), last(nb, -1);
   auto users = buffer_users(ir);
+  // A fused step runs its members tile by tile, interleaved: every arena buffer it reads or
+  // writes is live over the whole step (else a member's output could reuse memory another
+  // member has yet to read for a later tile). Its intermediates are exempt: fused, they live
+  // in scratch; unfused, the members run in order and their own liveness holds.
+  std::vector<int32_t> step_lo(ir.nodes.size()), step_hi(ir.nodes.size());
+  for (size_t n = 0; n < ir.nodes.size(); ++n) step_lo[n] = step_hi[n] = int32_t(n);
+  for (const Step& st : p.steps)
+    for (int32_t n : st.nodes) {
+      step_lo[n] = st.nodes.front();
+      step_hi[n] = st.nodes.back();
+    }
+  std::vector<uint8_t> scratch(nb, 0);
+  for (const auto& bufs : fused_intermediates(p))
+    for (int32_t b : bufs) scratch[b] = 1;
   for (size_t b = 0; b < nb; ++b)
-    if (!users[b].empty()) {
-      first[b] = users[b].front();
-      last[b] = users[b].back();
+    for (int32_t u : users[b]) {
+      first[b] = std::min(first[b], scratch[b] ? u : step_lo[u]);
+      last[b] = std::max(last[b], scratch[b] ? u : step_hi[u]);
     }
   for (size_t n = 0; n < p.same_as.size(); ++n)
     if (p.same_as[n] >= 0)

@@ -104,6 +104,34 @@ constexpr bool kUsesBlas =
     false;
 #endif
 
+#if defined(TERRA_HAS_CBLAS)
+// OpenBLAS's results depend on how many threads it uses, and a call made while another thread
+// is inside OpenBLAS gets fewer threads. terra keeps products bit-reproducible (a co-executed
+// run must give eager's bits, whichever thread runs it and whatever runs beside it): OpenBLAS
+// runs single-threaded, and terra splits the product into blocks of fixed size itself.
+}  // namespace terra::cpu
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads() __attribute__((weak));
+namespace terra::cpu {
+inline void blas_single_threaded() {
+  if (openblas_get_num_threads && openblas_set_num_threads && openblas_get_num_threads() != 1)
+    openblas_set_num_threads(1);
+}
+
+template <class T>
+void blas_gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, int64_t ldc,
+               T beta) {
+  BlasLayout la = blas_layout(m, k, a.rs, a.cs), lb = blas_layout(k, n, b.rs, b.cs);
+  auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a.p, int(la.ld), b.p,
+                int(lb.ld), beta, c, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a.p, int(la.ld), b.p,
+                int(lb.ld), beta, c, int(ldc));
+}
+#endif
+
 // C[m, n] (row-major, leading dim ldc) = A @ B, or += A @ B when accumulate.
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, int64_t ldc,
@@ -118,14 +146,22 @@ void gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, int64
   if constexpr (kUsesBlas<T>) {
     BlasLayout la = blas_layout(m, k, a.rs, a.cs), lb = blas_layout(k, n, b.rs, b.cs);
     if (la.ok && lb.ok) {
-      auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
+      blas_single_threaded();
       T beta = accumulate ? T(1) : T(0);
-      if constexpr (std::is_same_v<T, float>)
-        cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, a.p, int(la.ld), b.p,
-                    int(lb.ld), beta, c, int(ldc));
-      else
-        cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, a.p, int(la.ld), b.p,
-                    int(lb.ld), beta, c, int(ldc));
+      // Blocks of 64 rows (or, for short products, 64 columns): the same blocks for any
+      // number of threads, so the same bits.
+      constexpr int64_t kBlock = 64;
+      bool by_rows = m > kBlock;
+      int64_t extent = by_rows ? m : n, blocks = (extent + kBlock - 1) / kBlock;
+      parallel_for(blocks, kBlock * (by_rows ? n : m) * k, [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          int64_t lo = q * kBlock, len = std::min(kBlock, extent - lo);
+          if (by_rows)
+            blas_gemm(len, n, k, {a.p + lo * a.rs, a.rs, a.cs}, b, c + lo * ldc, ldc, beta);
+          else
+            blas_gemm(m, len, k, a, {b.p + lo * b.cs, b.rs, b.cs}, c + lo, ldc, beta);
+        }
+      });
       return;
     }
   }
