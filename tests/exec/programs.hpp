@@ -66,7 +66,7 @@ TERRA_MODULE(Mlp);
 
 // 1. A static MLP training step: everything co-executed after warm-up.
 inline Outcome static_mlp(bool engine, int iters = 200) {
-  tr::manual_seed(1);
+  tr::thread_manual_seed(1);
   Outcome o;
   Mlp net(16, 32, 4);
   tr::optim::SGD opt(net->parameters(), {.lr = 0.05, .momentum = 0.9});
@@ -106,7 +106,7 @@ inline tr::Tensor host_labels(std::mt19937& rng, int64_t n, int64_t classes) {
 // 2. SDPoint style: the host RNG picks one of three sub-networks per iteration; dropout draws
 // Philox numbers inside the graph.
 inline Outcome sdpoint(bool engine, int iters = 200) {
-  tr::manual_seed(2);
+  tr::thread_manual_seed(2);
   Outcome o;
   nn::Linear stem(12, 24);
   std::vector<nn::Linear> heads = {nn::Linear(24, 3), nn::Linear(24, 3), nn::Linear(24, 3)};
@@ -133,7 +133,7 @@ inline Outcome sdpoint(bool engine, int iters = 200) {
 // 3. DropBlock style: each of four residual blocks is skipped with a probability that grows
 // with the step (k independent host decisions per iteration).
 inline Outcome dropblock(bool engine, int iters = 200) {
-  tr::manual_seed(4);
+  tr::thread_manual_seed(4);
   Outcome o;
   nn::Linear in(8, 16), out(16, 2);
   std::vector<nn::Linear> blocks;
@@ -165,7 +165,7 @@ inline Outcome dropblock(bool engine, int iters = 200) {
 
 // 4. A data-dependent loop: refine while loss.item() > threshold, at most 5 times.
 inline Outcome refine_loop(bool engine, int iters = 200) {
-  tr::manual_seed(6);
+  tr::thread_manual_seed(6);
   Outcome o;
   nn::Linear enc(6, 6), dec(6, 6);
   std::vector<tr::Tensor> params = enc->parameters();
@@ -196,7 +196,7 @@ inline Outcome refine_loop(bool engine, int iters = 200) {
 // 5. A host library call mid-iteration: fetch scores, non-maximum suppression on the host
 // with the standard library, an index tensor built from the result, a gather with it.
 inline Outcome host_nms(bool engine, int iters = 200) {
-  tr::manual_seed(8);
+  tr::thread_manual_seed(8);
   Outcome o;
   nn::Linear scorer(4, 1), refine(4, 4);
   std::vector<tr::Tensor> params = scorer->parameters();
@@ -247,7 +247,7 @@ inline Outcome host_nms(bool engine, int iters = 200) {
 // 6. State carried across iterations: an RNN hidden state detached and reused, a running loss
 // kept as a tensor, and every step's loss kept in a host vector, printed at the end.
 inline Outcome carried_state(bool engine, int iters = 200) {
-  tr::manual_seed(10);
+  tr::thread_manual_seed(10);
   Outcome o;
   nn::Linear wx(3, 8), wh(8, 8), head(8, 1);
   std::vector<tr::Tensor> params = wx->parameters();
@@ -279,7 +279,7 @@ inline Outcome carried_state(bool engine, int iters = 200) {
 // 7. Host code throws in 1 of every 37 iterations, after some ops; the loop catches it
 // outside the iteration scope.
 inline Outcome exceptions(bool engine, int iters = 200) {
-  tr::manual_seed(12);
+  tr::thread_manual_seed(12);
   Outcome o;
   Mlp net(5, 10, 2);
   tr::optim::SGD opt(net->parameters(), {.lr = 0.05});
@@ -316,7 +316,7 @@ inline Outcome exceptions(bool engine, int iters = 200) {
 
 // 8. A sequence length that changes every 50 iterations (bounded specializations).
 inline Outcome changing_shapes(bool engine, int iters = 200) {
-  tr::manual_seed(14);
+  tr::thread_manual_seed(14);
   Outcome o;
   nn::Embedding emb(20, 8);
   nn::Linear head(8, 20);
@@ -342,7 +342,7 @@ inline Outcome changing_shapes(bool engine, int iters = 200) {
 
 // 9. A learning rate that changes every step (a fed scalar: no re-trace storm).
 inline Outcome changing_lr(bool engine, int iters = 200) {
-  tr::manual_seed(16);
+  tr::thread_manual_seed(16);
   Outcome o;
   Mlp net(6, 12, 3);
   tr::optim::AdamW opt(net->parameters(), {.lr = 3e-3});
@@ -365,7 +365,7 @@ inline Outcome changing_lr(bool engine, int iters = 200) {
 // 10. A parameter replaced by a new tensor object at iteration 100 (and the optimizer rebuilt
 // for the new parameter list, as a user would).
 inline Outcome replaced_param(bool engine, int iters = 200) {
-  tr::manual_seed(18);
+  tr::thread_manual_seed(18);
   Outcome o;
   tr::Tensor w1 = (tr::randn({6, 10}) * 0.3).set_requires_grad();
   tr::Tensor w2 = (tr::randn({10, 2}) * 0.3).set_requires_grad();

@@ -123,6 +123,30 @@ TEST(CoExec, ReplacedParameter) {
   EXPECT_GE(c.stats.fallbacks, 1);
 }
 
+// Each thread's generator can be seeded alone: what one thread draws does not depend on
+// another thread seeding or drawing meanwhile.
+TEST(CoExec, ThreadSeedsAreIndependent) {
+  std::vector<float> a1, a2;
+  std::thread t([&] {
+    terra::thread_manual_seed(5);
+    for (int i = 0; i < 50; ++i) {
+      auto v = terra::rand({8}).to_vector<float>();
+      a1.insert(a1.end(), v.begin(), v.end());
+    }
+  });
+  for (int i = 0; i < 50; ++i) {
+    terra::thread_manual_seed(9);
+    terra::randn({8});
+  }
+  t.join();
+  terra::thread_manual_seed(5);
+  for (int i = 0; i < 50; ++i) {
+    auto v = terra::rand({8}).to_vector<float>();
+    a2.insert(a2.end(), v.begin(), v.end());
+  }
+  EXPECT_EQ(a1, a2);
+}
+
 TEST(CoExec, TwoThreadsTwoEngines) {
   progs::Outcome e1, e2, c1, c2;
   {

@@ -106,4 +106,12 @@ inline void manual_seed(uint64_t seed) {
   detail::seed_epoch().fetch_add(1, std::memory_order_release);
 }
 
+// Seed only the calling thread's default generator (restarting at offset 0), so that threads
+// training side by side are each reproducible whatever the others do; a later manual_seed()
+// reseeds this one too.
+inline void thread_manual_seed(uint64_t seed) {
+  Generator& g = default_generator();  // brings the thread up to the current epoch first
+  g = Generator{seed, 0};
+}
+
 }  // namespace terra
