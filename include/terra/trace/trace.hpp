@@ -110,11 +110,6 @@ class Recorder {
   graph::ValueRef ref(const Tensor& t) {
     return {buffer_of(t), t.shape(), t.strides(), t.storage_offset(), t.dtype()};
   }
-  bool is_internal(const Tensor& t) const {
-    const Storage* s = t.storage().get();
-    return (s->trace_tag >> 32) == serial_ &&
-           !trace_.bufs[(s->trace_tag & 0xffffffffu) - 1].external();
-  }
   bool knows(const Tensor& t) const { return (t.storage()->trace_tag >> 32) == serial_; }
 
   Site site(const Loc& loc) {

@@ -251,14 +251,13 @@ class TraceGraph {
   static Block slice(const Block& blk, size_t from, size_t to) {
     Block out;
     std::vector<int32_t> remap(blk.ir.bufs.size(), -1);
-    auto use = [&](graph::ValueRef v, bool made_here, int32_t producer) {
+    auto use = [&](graph::ValueRef v) {
       int32_t& m = remap[v.buf];
       if (m < 0) {
         graph::IrBuffer nb = blk.ir.bufs[v.buf];
         bool internal = !nb.external && nb.producer >= int32_t(from) && nb.producer < int32_t(to);
         nb.external = !internal;
         nb.producer = internal ? nb.producer - int32_t(from) : -1;
-        (void)made_here, (void)producer;
         out.ir.bufs.push_back(nb);
         out.prov.push_back(internal ? Provenance::Internal
                            : blk.ir.bufs[v.buf].external ? blk.prov[v.buf]
@@ -270,8 +269,8 @@ class TraceGraph {
     };
     for (size_t n = from; n < to; ++n) {
       graph::IrNode node = blk.ir.nodes[n];
-      for (auto& v : node.ins) v = use(v, false, -1);
-      for (auto& v : node.outs) v = use(v, true, int32_t(n));
+      for (auto& v : node.ins) v = use(v);
+      for (auto& v : node.outs) v = use(v);
       out.ir.nodes.push_back(std::move(node));
       out.sites.push_back(blk.sites[n]);
     }
