@@ -366,6 +366,8 @@ inline Tensor gelu(const Tensor& x, std::string_view approximate = "none", Loc l
   a.ints = {approximate == "tanh" ? 1 : 0};
   return detail::unary(Op::Gelu, x, loc, std::move(a));
 }
+/// log(1 + exp(beta * x)) / beta, elementwise; x where beta * x > threshold, for stability
+/// (torch::softplus). Integer and bool inputs compute in float32. Throws if beta == 0.
 inline Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0,
                        Loc loc = Loc::current()) {
   TERRA_CHECK(beta != 0, "softplus", "beta must be non-zero");
@@ -373,6 +375,9 @@ inline Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20
   a.scalars = {beta, threshold};
   return detail::unary(Op::Softplus, x, loc, std::move(a));
 }
+/// x limited to [lo, hi]; either bound may be std::nullopt, not both (throws). Same shape
+/// and dtype as x (bool is rejected); NaN stays NaN; if lo > hi every element becomes hi,
+/// as torch::clamp. Its gradient is 1 where lo <= x <= hi, else 0.
 inline Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi,
                     Loc loc = Loc::current()) {
   TERRA_CHECK(lo || hi, "clamp", "at least one of min and max must be given");
@@ -381,9 +386,11 @@ inline Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<dou
   a.ints = {lo ? 1 : 0, hi ? 1 : 0};
   return detail::unary(Op::Clamp, x, loc, std::move(a));
 }
+/// max(x, lo) elementwise: clamp(x, lo, std::nullopt).
 inline Tensor clamp_min(const Tensor& x, double lo, Loc loc = Loc::current()) {
   return clamp(x, lo, std::nullopt, loc);
 }
+/// min(x, hi) elementwise: clamp(x, std::nullopt, hi).
 inline Tensor clamp_max(const Tensor& x, double hi, Loc loc = Loc::current()) {
   return clamp(x, std::nullopt, hi, loc);
 }
@@ -463,6 +470,7 @@ TERRA_BINARY_OPERATOR(&, logical_and)
 TERRA_BINARY_OPERATOR(|, logical_or)
 TERRA_BINARY_OPERATOR(^, logical_xor)
 #undef TERRA_BINARY_OPERATOR
+/// logical_not(x): a bool tensor, true where x == 0 (any input dtype).
 inline Tensor operator!(const Tensor& x) { return logical_not(x); }
 
 /// gelu_backward(g, x): g * d gelu(x) / dx (the vjp of gelu).

@@ -12,16 +12,28 @@ namespace terra {
 
 /// Options of a new tensor, as LibTorch's TensorOptions: terra::zeros({2, 3}, {.dtype = kInt64}).
 struct TensorOptions {
+  /// Element type of the new tensor; float32 unless set, also for arange (LibTorch infers
+  /// int64 there).
   DType dtype = DType::Float32;
+  /// Where the new tensor lives; terra has a CPU backend only so far, so keep Device::cpu().
   Device device = Device::cpu();
 };
 
+/// LibTorch-style dtype names (torch::kFloat32 -> terra::kFloat32), for TensorOptions and
+/// Tensor::to(). Booleans, 1 byte per element.
 inline constexpr DType kBool = DType::Bool;
+/// 32-bit signed integers (C++ int32_t).
 inline constexpr DType kInt32 = DType::Int32;
+/// 64-bit signed integers: the dtype of indices, labels and integer reductions.
 inline constexpr DType kInt64 = DType::Int64;
+/// IEEE half precision (terra::Half): a storage type, CPU kernels compute in float32.
 inline constexpr DType kFloat16 = DType::Float16;
+/// bfloat16 (terra::BFloat16): float32's exponent range, 8 significand bits; stored, not
+/// computed in (CPU kernels compute in float32).
 inline constexpr DType kBFloat16 = DType::BFloat16;
+/// 32-bit float: the default dtype of factories and of nn parameters.
 inline constexpr DType kFloat32 = DType::Float32;
+/// 64-bit float (C++ double).
 inline constexpr DType kFloat64 = DType::Float64;
 
 }  // namespace terra
@@ -133,9 +145,13 @@ inline Tensor full(const Shape& shape, double value, TensorOptions o = {}, Loc l
   a.scalars = {value};
   return detail::factory(Op::Full, std::move(a), o, loc);
 }
+/// A tensor of `shape` filled with 0 (float32 unless o.dtype says otherwise). Throws on a
+/// negative size.
 inline Tensor zeros(const Shape& shape, TensorOptions o = {}, Loc loc = Loc::current()) {
   return full(shape, 0.0, o, loc);
 }
+/// A tensor of `shape` filled with 1 (float32 unless o.dtype says otherwise). Throws on a
+/// negative size.
 inline Tensor ones(const Shape& shape, TensorOptions o = {}, Loc loc = Loc::current()) {
   return full(shape, 1.0, o, loc);
 }
@@ -150,6 +166,8 @@ inline Tensor arange(double start, double end, double step = 1.0, TensorOptions 
   a.scalars = {start, end, step};
   return detail::factory(Op::Arange, std::move(a), o, loc);
 }
+/// [0, end) in steps of 1 -> [ceil(end)]. float32 unless o.dtype is set: write
+/// arange(n, {.dtype = kInt64}) where LibTorch's torch::arange(n) would give int64.
 inline Tensor arange(double end, TensorOptions o = {}, Loc loc = Loc::current()) {
   return arange(0.0, end, 1.0, o, loc);
 }
@@ -183,18 +201,29 @@ inline Tensor randint(int64_t low, int64_t high, const Shape& shape,
   for (int64_t d : shape) a.ints.push_back(d);
   return detail::random(Op::Randint, std::move(a), o, loc);
 }
+/// Integers uniform on [0, high) -> `shape`; int64 unless o.dtype is set (not bool). As
+/// torch::randint(high, shape); throws unless high > 0.
 inline Tensor randint(int64_t high, const Shape& shape, TensorOptions o = {.dtype = DType::Int64},
                       Loc loc = Loc::current()) {
   return randint(0, high, shape, o, loc);
 }
 
+/// x's dtype and device as TensorOptions (torch's x.options()), to make a matching tensor.
 inline TensorOptions options_of(const Tensor& x) { return {x.dtype(), x.device()}; }
+/// Zeros with x's shape, dtype and device.
 inline Tensor zeros_like(const Tensor& x, Loc loc = Loc::current()) { return zeros(x.shape(), options_of(x), loc); }
+/// Ones with x's shape, dtype and device.
 inline Tensor ones_like(const Tensor& x, Loc loc = Loc::current()) { return ones(x.shape(), options_of(x), loc); }
+/// `v` (converted to x's dtype) with x's shape, dtype and device.
 inline Tensor full_like(const Tensor& x, double v, Loc loc = Loc::current()) { return full(x.shape(), v, options_of(x), loc); }
+/// Uninitialized memory with x's shape, dtype and device (no kernel runs, nothing recorded).
 inline Tensor empty_like(const Tensor& x) { return empty(x.shape(), options_of(x)); }
+/// Uniform on [0, 1) with x's shape, dtype and device; x must be floating (throws otherwise).
 inline Tensor rand_like(const Tensor& x, Loc loc = Loc::current()) { return rand(x.shape(), options_of(x), loc); }
+/// Standard normal with x's shape, dtype and device; x must be floating (throws otherwise).
 inline Tensor randn_like(const Tensor& x, Loc loc = Loc::current()) { return randn(x.shape(), options_of(x), loc); }
+/// Integers uniform on [low, high) with x's shape and in x's dtype (not bool); throws unless
+/// low < high.
 inline Tensor randint_like(const Tensor& x, int64_t low, int64_t high, Loc loc = Loc::current()) {
   return randint(low, high, x.shape(), options_of(x), loc);
 }
@@ -213,6 +242,9 @@ Tensor tensor(const std::vector<T>& values, const Shape& shape = {-1}) {
   return t;
 }
 template <class T>
+/// A CPU tensor from a braced list: tensor({1.f, 2.f, 3.f, 4.f}, {2, 2}) -> float32 [2, 2].
+/// The dtype follows T: 1.0 literals give float64 and 1 gives int32 (use 1.f / int64_t{1}).
+/// `shape` may hold one -1; throws if it does not match the number of values.
 Tensor tensor(std::initializer_list<T> values, const Shape& shape = {-1}) {
   return tensor(std::vector<T>(values), shape);
 }

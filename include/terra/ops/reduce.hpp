@@ -146,10 +146,14 @@ inline Tensor sum(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                   Loc loc = Loc::current()) {
   return detail::reduce1(Op::Sum, x, dims, keepdim, loc);
 }
+/// Arithmetic mean over dims (empty = all) -> reduced shape; floating inputs only (throws
+/// for int/bool: cast with .to(kFloat32) first, as torch::mean requires too).
 inline Tensor mean(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Mean, x, dims, keepdim, loc);
 }
+/// Product over dims (empty = all) -> reduced shape; bool and integers give int64, floats
+/// keep their dtype; an empty extent gives 1.
 inline Tensor prod(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Prod, x, dims, keepdim, loc);
@@ -169,6 +173,8 @@ inline Tensor amax(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Amax, x, dims, keepdim, loc);
 }
+/// Smallest value over dims (empty = all), same dtype as x; NaN wins; throws on an empty
+/// extent. The gradient is shared evenly among tied minima, as torch::amin.
 inline Tensor amin(const Tensor& x, const Dims& dims = {}, bool keepdim = false,
                    Loc loc = Loc::current()) {
   return detail::reduce1(Op::Amin, x, dims, keepdim, loc);
@@ -183,6 +189,7 @@ inline std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim 
                                      Loc loc = Loc::current()) {
   return detail::reduce2(Op::MaxDim, x, dim, keepdim, loc);
 }
+/// (values, int64 indices) of the min along dim, like torch::min(x, dim); see max().
 inline std::pair<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim = false,
                                      Loc loc = Loc::current()) {
   return detail::reduce2(Op::MinDim, x, dim, keepdim, loc);
@@ -191,6 +198,8 @@ inline std::pair<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim 
 inline Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmax, x, {dim}, keepdim, loc);
 }
+/// int64 index of the min along dim (first one on ties; NaN wins) -> x's shape without dim
+/// (kept as size 1 if keepdim).
 inline Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmin, x, {dim}, keepdim, loc);
 }
@@ -198,6 +207,7 @@ inline Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false, Loc loc
 inline Tensor argmax(const Tensor& x, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmax, x, {}, false, loc);
 }
+/// x: any shape -> 0-d int64 index of the min into the flattened x.
 inline Tensor argmin(const Tensor& x, Loc loc = Loc::current()) {
   return detail::reduce1(Op::Argmin, x, {}, false, loc);
 }

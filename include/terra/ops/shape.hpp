@@ -271,9 +271,13 @@ inline Tensor reshape(const Tensor& x, const Shape& shape, Loc loc = Loc::curren
   if (op::view_strides(x.shape(), x.strides(), s)) return view(x, s, loc);
   return view(copy(x, x.dtype(), loc), s, loc);
 }
+/// A view with dims reordered: result dim i is x's dim dims[i] (negative dims wrap), e.g.
+/// [N, H, W, C] with {0, 3, 1, 2} -> [N, C, H, W]. Throws unless dims is a permutation of
+/// all of x's dims. No copy: call contiguous() if a kernel needs dense memory.
 inline Tensor permute(const Tensor& x, const Dims& dims, Loc loc = Loc::current()) {
   return detail::view_op(Op::Permute, x, {dims.begin(), dims.end()}, loc);
 }
+/// A view with dims d0 and d1 swapped (negative dims wrap); a 0-d x comes back as is.
 inline Tensor transpose(const Tensor& x, int64_t d0, int64_t d1, Loc loc = Loc::current()) {
   int64_t r = x.dim();
   if (r == 0) return view(x, x.shape(), loc);
@@ -289,6 +293,8 @@ inline Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, in
                     Loc loc = Loc::current()) {
   return detail::view_op(Op::Slice, x, {dim, start, end, step}, loc);
 }
+/// A view of `length` entries of dim from `start` (negative start counts from the end):
+/// slice(x, dim, start, start + length). Unlike slice, throws when the range leaves the dim.
 inline Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length,
                      Loc loc = Loc::current()) {
   TERRA_CHECK(x.dim() > 0, "narrow", "cannot narrow a 0-d tensor");
@@ -298,18 +304,27 @@ inline Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length
               " + length ", length, " exceeds dim ", dim, " of size ", n);
   return slice(x, dim, start, start + length, 1, loc);
 }
+/// A view of entry `index` of dim, with dim removed: [a, b, c] select(1, i) -> [a, c]
+/// (x[:, i] in Python). Negative index counts from the end; throws when out of range.
 inline Tensor select(const Tensor& x, int64_t dim, int64_t index, Loc loc = Loc::current()) {
   return detail::view_op(Op::Select, x, {dim, index}, loc);
 }
+/// A broadcast view of x to `shape` (stride 0 on expanded dims, no copy): size-1 dims may
+/// grow, -1 keeps a size, new leading dims may be added. [3, 1] -> {2, 3, 4} gives
+/// [2, 3, 4]. Do not write into the result: its elements alias.
 inline Tensor expand(const Tensor& x, const Shape& shape, Loc loc = Loc::current()) {
   return detail::view_op(Op::Expand, x, detail::ints_of(shape), loc);
 }
+/// A view with a new size-1 dim at position dim in [-(rank + 1), rank]: [3, 4] with dim 1
+/// -> [3, 1, 4].
 inline Tensor unsqueeze(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
   return detail::view_op(Op::Unsqueeze, x, {dim}, loc);
 }
+/// A view without every size-1 dim: [1, 3, 1, 4] -> [3, 4].
 inline Tensor squeeze(const Tensor& x, Loc loc = Loc::current()) {
   return detail::view_op(Op::Squeeze, x, {}, loc);
 }
+/// A view without dim if its size is 1; x's shape otherwise (as torch::squeeze(x, dim)).
 inline Tensor squeeze(const Tensor& x, int64_t dim, Loc loc = Loc::current()) {
   return detail::view_op(Op::Squeeze, x, {dim}, loc);
 }
@@ -327,9 +342,13 @@ inline Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = 
   for (int64_t i = e + 1; i < x.dim(); ++i) shape.push_back(x.shape()[i]);
   return reshape(x, shape, loc);
 }
+/// x itself when already contiguous (row-major, dense), else a contiguous copy; the copy
+/// is differentiable.
 inline Tensor contiguous(const Tensor& x, Loc loc = Loc::current()) {
   return x.is_contiguous() ? x : copy(x, x.dtype(), loc);
 }
+/// A new contiguous tensor with x's values and dtype that shares nothing with x; gradients
+/// flow back to x (use detach() to cut them, as in LibTorch).
 inline Tensor clone(const Tensor& x, Loc loc = Loc::current()) { return copy(x, x.dtype(), loc); }
 
 /// Concatenate along dim (dtypes promote).
