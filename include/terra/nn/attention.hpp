@@ -28,14 +28,24 @@ inline std::pair<Tensor, Tensor> scaled_dot_product_attention(const Tensor& q, c
 }
 }  // namespace functional
 
+/// Options of nn::MultiheadAttention, as torch's MultiheadAttentionOptions.
 struct MultiheadAttentionOptions {
+  /// Dropout probability on the attention weights, applied in training mode only.
   double dropout = 0.0;
+  /// Whether the input and output projections have biases (in_proj_bias, out_proj->bias),
+  /// initialized to 0.
   bool bias = true;
   bool batch_first = false;  ///< inputs [B, L, E] instead of [L, B, E]
 };
 
+/// Multi-head attention as torch::nn::MultiheadAttention: project query/key/value with
+/// in_proj_weight, split embed_dim into num_heads heads of embed_dim / num_heads, apply
+/// scaled dot-product attention per head, merge and project with out_proj. forward() takes
+/// three tensors, so it cannot sit in a Sequential; call it as `auto [y, w] = mha(q, k, v);`.
 class MultiheadAttentionImpl : public Module {
  public:
+  /// embed_dim: the model width E of query/key/value; num_heads must divide it (throws
+  /// otherwise). Parameters are initialized as PyTorch's (xavier-uniform in_proj_weight).
   MultiheadAttentionImpl(int64_t embed_dim, int64_t num_heads, MultiheadAttentionOptions o = {})
       : Module("MultiheadAttention"), e_(embed_dim), h_(num_heads), o_(o) {
     TERRA_CHECK(embed_dim > 0 && num_heads > 0 && embed_dim % num_heads == 0, "MultiheadAttention",
@@ -82,13 +92,18 @@ class MultiheadAttentionImpl : public Module {
     return {out, need_weights ? weights.mean({1}) : Tensor()};
   }
 
+  /// in_proj_weight: [3 * E, E], the query, key and value projections stacked in that order;
+  /// in_proj_bias: [3 * E], undefined without o.bias. Same names as PyTorch's state dict.
   Tensor in_proj_weight, in_proj_bias;
+  /// The output projection E -> E (an nn::Linear, registered as "out_proj").
   Linear out_proj{nullptr};
 
  private:
   int64_t e_, h_;
   MultiheadAttentionOptions o_;
 };
+/// nn::MultiheadAttention: the holder of a MultiheadAttentionImpl
+/// (`nn::MultiheadAttention mha(512, 8, {.batch_first = true});`).
 TERRA_MODULE(MultiheadAttention);
 
 }  // namespace terra::nn

@@ -8,8 +8,11 @@
 
 namespace terra::nn::functional {
 
+/// How a loss combines its per-element values: None keeps them (the input's shape), Mean
+/// averages them to a 0-d tensor (the default, as torch's kMean), Sum adds them up.
 enum class Reduction { None, Mean, Sum };
 
+/// Applies a Reduction to per-element losses: loss itself, loss.mean() or loss.sum().
 inline Tensor reduce(const Tensor& loss, Reduction r) {
   switch (r) {
     case Reduction::None: return loss;
@@ -26,9 +29,13 @@ using terra::silu;
 using terra::softmax;
 using terra::tanh;
 
+/// Options of cross_entropy and nll_loss, as torch's CrossEntropyLossOptions.
 struct CrossEntropyOptions {
+  /// Targets equal to this class index contribute no loss and are not counted by Mean.
   int64_t ignore_index = -100;
+  /// In [0, 1]: the target distribution becomes (1 - s) * one_hot + s / C, as in PyTorch.
   double label_smoothing = 0.0;
+  /// Mean (over non-ignored targets), Sum, or None: the per-sample loss [N, d...].
   Reduction reduction = Reduction::Mean;
 };
 
@@ -69,15 +76,21 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, CrossEnt
   return nll_loss(log_softmax(logits, logits.dim() == 1 ? 0 : 1), target, o);
 }
 
+/// Throws terra::Error naming `name` and both shapes unless a and b have equal shapes; the
+/// regression losses use it because, unlike PyTorch, they do not broadcast.
 inline void check_same_shape(const Tensor& a, const Tensor& b, const char* name) {
   TERRA_CHECK(a.shape() == b.shape(), name, "input of shape ", a.shape(),
               " and target of shape ", b.shape(), " differ");
 }
+/// Mean squared error (x - y)^2, reduced by r. x and y must have the same shape (no
+/// broadcasting; throws otherwise) and a floating dtype for Mean.
 inline Tensor mse_loss(const Tensor& x, const Tensor& y, Reduction r = Reduction::Mean) {
   check_same_shape(x, y, "mse_loss");
   Tensor d = x - y;
   return reduce(d * d, r);
 }
+/// Mean absolute error |x - y|, reduced by r. x and y must have the same shape (no
+/// broadcasting; throws otherwise).
 inline Tensor l1_loss(const Tensor& x, const Tensor& y, Reduction r = Reduction::Mean) {
   check_same_shape(x, y, "l1_loss");
   return reduce(abs(x - y), r);
