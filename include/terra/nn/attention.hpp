@@ -92,9 +92,11 @@ class MultiheadAttentionImpl : public Module {
     return {out, need_weights ? weights.mean({1}) : Tensor()};
   }
 
+  ///@{
   /// in_proj_weight: [3 * E, E], the query, key and value projections stacked in that order;
   /// in_proj_bias: [3 * E], undefined without o.bias. Same names as PyTorch's state dict.
   Tensor in_proj_weight, in_proj_bias;
+  ///@}
   /// The output projection E -> E (an nn::Linear, registered as "out_proj").
   Linear out_proj{nullptr};
 

@@ -206,9 +206,9 @@ class ModuleHolder {
   /// An empty holder (`nn::Linear fc{nullptr};`), to assign later as in LibTorch; using it
   /// before that throws.
   ModuleHolder(std::nullptr_t) {}
+  /// Constructs the Impl from args: nn::Linear(784, 256) calls LinearImpl(784, 256).
   template <class... Args>
     requires(!(sizeof...(Args) == 1 && (std::is_same_v<std::decay_t<Args>, ModuleHolder> && ...)))
-  /// Constructs the Impl from args: nn::Linear(784, 256) calls LinearImpl(784, 256).
   explicit ModuleHolder(Args&&... args) : impl_(std::make_shared<Impl>(std::forward<Args>(args)...)) {}
   /// Wraps an existing Impl (shared: both handles see the same module).
   explicit ModuleHolder(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -25,8 +25,10 @@ class LinearImpl : public Module {
     }
   }
   Tensor forward(const Tensor& x) override { return linear(x, weight, bias); }
+  ///@{
   /// weight: [out, in] (y = x @ weight^T + bias); bias: [out], undefined without bias.
   Tensor weight, bias;
+  ///@}
 };
 /// nn::Linear: the holder of a LinearImpl (`nn::Linear fc(784, 256); Tensor y = fc(x);`).
 TERRA_MODULE(Linear);
@@ -34,9 +36,11 @@ TERRA_MODULE(Linear);
 /// Options of nn::Conv2d beyond the channels and kernel size, used as designated initializers:
 /// `nn::Conv2d(3, 16, 3, {.padding = 1})`.
 struct Conv2dOptions {
+  ///@{
   /// Window step; zero padding added on both sides of H and W; spacing between kernel taps.
   /// An int means the same for H and W, {h, w} sets them apart (as torch's Conv2dOptions).
   IntPair stride = 1, padding = 0, dilation = 1;
+  ///@}
   /// Channel groups: in and out channels must both be divisible by it; groups == in makes a
   /// depthwise convolution.
   int64_t groups = 1;
@@ -62,8 +66,10 @@ class Conv2dImpl : public Module {
   Tensor forward(const Tensor& x) override {
     return conv2d(x, weight, bias, o_.stride, o_.padding, o_.dilation, o_.groups);
   }
+  ///@{
   /// weight: [out, in / groups, kernel.h, kernel.w]; bias: [out], undefined if !o.bias.
   Tensor weight, bias;
+  ///@}
 
  private:
   Conv2dOptions o_;
@@ -111,11 +117,13 @@ class BatchNormImpl : public Module {
     }
     return batch_norm(x, weight, bias, running_mean, running_var, use_batch, o_.momentum, o_.eps);
   }
+  ///@{
   /// Parameters weight / bias: [C] (undefined unless affine). Buffers running_mean (init 0),
   /// running_var (init 1): [C], and num_batches_tracked: 0-d int64, counting training
   /// forwards; undefined unless track_running_stats. Training uses the batch mean and biased
   /// variance and updates the running stats (with the unbiased variance); eval uses them.
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  ///@}
 
  private:
   BatchNormOptions o_;
@@ -153,8 +161,10 @@ class LayerNormImpl : public Module {
     }
   }
   Tensor forward(const Tensor& x) override { return layer_norm(x, shape_, weight, bias, eps_); }
+  ///@{
   /// weight and bias: normalized_shape; undefined unless affine.
   Tensor weight, bias;
+  ///@}
 
  private:
   Shape shape_;

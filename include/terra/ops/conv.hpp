@@ -12,9 +12,11 @@ namespace terra {
 
 /// A (height, width) pair of ints: `2` means {2, 2}.
 struct IntPair {
+  ///@{
   /// Height (rows, dim -2) and width (columns, dim -1), in that order as in LibTorch's
   /// ExpandingArray<2>.
   int64_t h, w;
+  ///@}
   /// Both sides v (implicit on purpose, as in LibTorch).
   IntPair(int64_t v) : h(v), w(v) {}  // NOLINT: implicit on purpose, as in LibTorch
   /// Different sizes per side: IntPair(3, 5) is a 3-row by 5-column window.

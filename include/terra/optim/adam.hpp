@@ -8,11 +8,18 @@
 
 namespace terra::optim {
 
+/// Hyperparameters of Adam and AdamW (PyTorch's defaults). LibTorch's betas tuple is two
+/// fields here: `optim::Adam opt(params, {.lr = 3e-4, .beta2 = 0.98});`.
 struct AdamOptions {
+  /// Learning rate (>= 0).
   double lr = 1e-3;
+  /// Decay rate of the running mean of gradients (exp_avg), in [0, 1).
   double beta1 = 0.9;
+  /// Decay rate of the running mean of squared gradients (exp_avg_sq), in [0, 1).
   double beta2 = 0.999;
+  /// Added to sqrt(bias-corrected exp_avg_sq) before dividing, as PyTorch (>= 0).
   double eps = 1e-8;
+  /// Adam: L2 penalty added to the gradient; AdamW: decoupled decay of the weights.
   double weight_decay = 0;
 };
 
@@ -42,10 +49,14 @@ inline void adam_update(Tensor& p, const Tensor& g, ParamState& s, const AdamOpt
 }
 }  // namespace detail
 
-/// Adam: L2 weight decay added to the gradient.
+/// Adam with PyTorch's update rule (torch::optim::Adam): bias-corrected moment estimates,
+/// eps added after the square root, L2 weight decay added to the gradient. Parameters
+/// without a gradient are skipped.
 class Adam : public OptimizerBase<AdamOptions> {
  public:
+  /// One group of params with options o; throws on lr < 0, eps < 0 or betas outside [0, 1).
   Adam(std::vector<Tensor> params, AdamOptions o = {}) : Adam(std::vector<Group>{{std::move(params), o}}) {}
+  /// Several groups, each with its own options.
   explicit Adam(std::vector<Group> groups) : OptimizerBase(std::move(groups), "Adam") {
     for (const Group& g : groups_) detail::check_adam(g.options, "Adam");
   }
@@ -56,14 +67,21 @@ class Adam : public OptimizerBase<AdamOptions> {
   }
 };
 
-/// AdamW: decoupled weight decay, p *= 1 - lr * weight_decay before the Adam step.
+/// AdamOptions with AdamW's default weight_decay of 0.01 (the default options of AdamW).
 struct AdamWOptions : AdamOptions {
   AdamWOptions() { weight_decay = 1e-2; }
 };
+/// AdamW (torch::optim::AdamW): decoupled weight decay, p *= 1 - lr * weight_decay before
+/// the Adam step on the raw gradient. Beware: only the default options are AdamWOptions
+/// (weight_decay 0.01); `AdamW(params, {.lr = 1e-3})` builds plain AdamOptions, whose
+/// weight_decay is 0. Write `.weight_decay = 0.01` too, as torch's AdamW would default to.
 class AdamW : public OptimizerBase<AdamOptions> {
  public:
+  /// One group of params with options o (by default weight_decay 0.01); throws on invalid
+  /// lr, eps or betas.
   AdamW(std::vector<Tensor> params, AdamOptions o = AdamWOptions{})
       : AdamW(std::vector<Group>{{std::move(params), o}}) {}
+  /// Several groups, each with its own options.
   explicit AdamW(std::vector<Group> groups) : OptimizerBase(std::move(groups), "AdamW") {
     for (const Group& g : groups_) detail::check_adam(g.options, "AdamW");
   }
@@ -75,19 +93,32 @@ class AdamW : public OptimizerBase<AdamOptions> {
   }
 };
 
+/// Hyperparameters of RMSprop (PyTorch's defaults, lr 0.01).
 struct RMSpropOptions {
+  /// Learning rate (>= 0).
   double lr = 1e-2;
+  /// Smoothing constant of the running mean of squared gradients (square_avg).
   double alpha = 0.99;
+  /// Added to the root of the (centered) mean square before dividing.
   double eps = 1e-8;
+  /// L2 penalty: weight_decay * param is added to the gradient.
   double weight_decay = 0;
+  /// Momentum factor; > 0 keeps a momentum_buffer of the scaled steps.
   double momentum = 0;
+  /// Normalize by the estimated variance (mean square minus squared mean of the gradient)
+  /// instead of the mean square; keeps a grad_avg buffer.
   bool centered = false;
 };
 
+/// RMSprop with PyTorch's update rule (torch::optim::RMSprop): square_avg = alpha * sq +
+/// (1 - alpha) * g^2; p -= lr * g / (sqrt(square_avg) + eps), optionally centered and with
+/// momentum.
 class RMSprop : public OptimizerBase<RMSpropOptions> {
  public:
+  /// One group of params with options o; throws on negative lr, alpha or eps.
   RMSprop(std::vector<Tensor> params, RMSpropOptions o = {})
       : RMSprop(std::vector<Group>{{std::move(params), o}}) {}
+  /// Several groups, each with its own options.
   explicit RMSprop(std::vector<Group> groups) : OptimizerBase(std::move(groups), "RMSprop") {
     for (const Group& g : groups_)
       TERRA_CHECK(g.options.lr >= 0 && g.options.alpha >= 0 && g.options.eps >= 0, "RMSprop",

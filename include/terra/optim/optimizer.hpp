@@ -14,29 +14,41 @@ namespace terra::optim {
 
 /// Per-parameter state: named tensors (e.g. "exp_avg") and a step count.
 struct ParamState {
+  /// The optimizer's buffers for this parameter, by PyTorch's names ("momentum_buffer",
+  /// "exp_avg", "exp_avg_sq", "square_avg", "grad_avg"); each has the parameter's shape.
   std::map<std::string, Tensor> tensors;
+  /// Number of updates applied to this parameter (Adam's bias correction uses it).
   int64_t step = 0;
 };
 
 /// Optimizers keep groups of parameters with their own options (learning rate, decay...).
 template <class Options>
 struct ParamGroup {
+  /// The parameters of this group (handles of the model's tensors, not copies).
   std::vector<Tensor> params;
+  /// This group's hyperparameters (lr, weight_decay, ...); schedulers change options.lr.
   Options options;
 };
 
+/// The interface every optimizer implements, as torch::optim::Optimizer: step(),
+/// zero_grad(), per-group learning rates and per-parameter state. Schedulers and
+/// checkpoints (save/load of the state) work through it.
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
   /// One update of every parameter that has a gradient.
   virtual void step() = 0;
+  /// Number of parameter groups (1 unless built from several groups or add_param_group()).
   virtual size_t num_groups() const = 0;
+  /// Learning rate of `group` (throws std::out_of_range for a group that does not exist).
   virtual double lr(size_t group = 0) const = 0;
+  /// Sets the learning rate of one group; what the schedulers call.
   virtual void set_lr(double lr, size_t group) = 0;
   /// Every group's learning rate.
   void set_lr(double lr) {
     for (size_t g = 0; g < num_groups(); ++g) set_lr(lr, g);
   }
+  /// Every parameter, group after group: the order that state(i) and checkpoints use.
   virtual std::vector<Tensor> parameters() const = 0;
 
   /// Zero every gradient in place (addresses stay fixed), or drop them with set_to_none.
@@ -57,10 +69,14 @@ class Optimizer {
     if (state_.size() <= i) state_.resize(i + 1);
     return state_[i];
   }
+  /// The state of every parameter that has been stepped, in parameters() order (the vector
+  /// may be shorter than parameters() before the first step()).
   const std::vector<ParamState>& states() const { return state_; }
+  /// states(), writable: checkpoint loading restores the optimizer through it.
   std::vector<ParamState>& mutable_states() { return state_; }
 
  protected:
+  /// state_[i]: the state of parameter i of parameters(), grown on demand by state(i).
   std::vector<ParamState> state_;
 };
 
@@ -68,7 +84,10 @@ class Optimizer {
 template <class Options>
 class OptimizerBase : public Optimizer {
  public:
+  /// One group: parameters and the options they share.
   using Group = ParamGroup<Options>;
+  /// Takes the groups; throws terra::Error (naming the optimizer `name`) unless every
+  /// parameter is a defined floating leaf tensor (take model->parameters(), not results of ops).
   OptimizerBase(std::vector<Group> groups, const char* name) : groups_(std::move(groups)) {
     for (const Group& g : groups_)
       for (const Tensor& p : g.params) {
@@ -76,16 +95,25 @@ class OptimizerBase : public Optimizer {
                     "parameters must be defined floating leaf tensors");
       }
   }
+  /// Number of parameter groups.
   size_t num_groups() const override { return groups_.size(); }
+  /// groups_[g].options.lr; throws std::out_of_range for a missing group.
   double lr(size_t g = 0) const override { return groups_.at(g).options.lr; }
+  /// Sets groups_[g].options.lr; throws std::out_of_range for a missing group.
   void set_lr(double lr, size_t g) override { groups_.at(g).options.lr = lr; }
   using Optimizer::set_lr;
+  /// Every group's parameters concatenated, in group order.
   std::vector<Tensor> parameters() const override {
     std::vector<Tensor> all;
     for (const Group& g : groups_) all.insert(all.end(), g.params.begin(), g.params.end());
     return all;
   }
+  /// The groups, writable: change a group's options (e.g. weight_decay) between steps, as
+  /// with torch's param_groups().
   std::vector<Group>& param_groups() { return groups_; }
+  /// Appends a group (e.g. layers unfrozen later) with its own options; its parameters
+  /// follow the existing ones in parameters() order. Unlike the constructor, it does not
+  /// validate the parameters.
   void add_param_group(Group g) { groups_.push_back(std::move(g)); }
 
  protected:
@@ -101,6 +129,7 @@ class OptimizerBase : public Optimizer {
       }
   }
 
+  /// The parameter groups, in order.
   std::vector<Group> groups_;
 };
 
