@@ -105,7 +105,7 @@ class MultiheadAttentionImpl : public Module {
   MultiheadAttentionOptions o_;
 };
 /// nn::MultiheadAttention: the holder of a MultiheadAttentionImpl
-/// (`nn::MultiheadAttention mha(512, 8, {.batch_first = true});`).
+/// (`nn::MultiheadAttention mha(512, 8, nn::MultiheadAttentionOptions{.batch_first = true});`).
 TERRA_MODULE(MultiheadAttention);
 
 }  // namespace terra::nn

@@ -33,8 +33,9 @@ class LinearImpl : public Module {
 /// nn::Linear: the holder of a LinearImpl (`nn::Linear fc(784, 256); Tensor y = fc(x);`).
 TERRA_MODULE(Linear);
 
-/// Options of nn::Conv2d beyond the channels and kernel size, used as designated initializers:
-/// `nn::Conv2d(3, 16, 3, {.padding = 1})`.
+/// Options of nn::Conv2d beyond the channels and kernel size, set by designated initializers.
+/// Name the type, since the holder forwards its arguments:
+/// `nn::Conv2d(3, 16, 3, nn::Conv2dOptions{.padding = 1})`.
 struct Conv2dOptions {
   ///@{
   /// Window step; zero padding added on both sides of H and W; spacing between kernel taps.
@@ -74,7 +75,7 @@ class Conv2dImpl : public Module {
  private:
   Conv2dOptions o_;
 };
-/// nn::Conv2d: the holder of a Conv2dImpl (`nn::Conv2d conv(3, 16, 3, {.padding = 1});`).
+/// nn::Conv2d: the holder of a Conv2dImpl (`nn::Conv2d conv(3, 16, 3);`).
 TERRA_MODULE(Conv2d);
 
 /// Options of nn::BatchNorm1d / nn::BatchNorm2d, as torch's BatchNormOptions.
