@@ -78,6 +78,42 @@ class Conv2dImpl : public Module {
 /// nn::Conv2d: the holder of a Conv2dImpl (`nn::Conv2d conv(3, 16, 3);`).
 TERRA_MODULE(Conv2d);
 
+/// Options of nn::ConvTranspose2d, as torch's ConvTranspose2dOptions (no groups, dilation 1).
+struct ConvTranspose2dOptions {
+  IntPair stride = 1;          ///< the stride of the conv2d this layer is the gradient of
+  IntPair padding = 0;         ///< removed from each border of the output
+  IntPair output_padding = 0;  ///< added to one side of the output (less than the stride)
+  bool bias = true;            ///< whether to learn a per-channel `bias`
+};
+/// x: [N, in, H, W] -> [N, out, (H - 1) * stride - 2 * padding + k + output_padding, ...].
+/// weight [in, out, kH, kW], initialized as PyTorch does (fan-in taken from weight dim 1).
+class ConvTranspose2dImpl : public Module {
+ public:
+  /// `in` -> `out` channels with a kernel of `kernel` (one size or {h, w}).
+  ConvTranspose2dImpl(int64_t in, int64_t out, IntPair kernel, ConvTranspose2dOptions o = {})
+      : Module("ConvTranspose2d"), o_(o) {
+    TERRA_CHECK(in > 0 && out > 0, "ConvTranspose2d", "channels ", in, " -> ", out,
+                " must be positive");
+    weight = register_parameter("weight", empty({in, out, kernel.h, kernel.w}));
+    init::kaiming_uniform_(weight, std::sqrt(5.0));
+    if (o.bias) {
+      bias = register_parameter("bias", empty({out}));
+      double b = 1.0 / std::sqrt(init::fans(weight).first);
+      init::uniform_(bias, -b, b);
+    }
+  }
+  /// conv_transpose2d(x, weight, bias, stride, padding, output_padding).
+  Tensor forward(const Tensor& x) override {
+    return conv_transpose2d(x, weight, bias, o_.stride, o_.padding, o_.output_padding);
+  }
+  Tensor weight;  ///< [in, out, kH, kW]
+  Tensor bias;    ///< [out], undefined without bias
+
+ private:
+  ConvTranspose2dOptions o_;
+};
+TERRA_MODULE(ConvTranspose2d);
+
 /// Options of nn::BatchNorm1d / nn::BatchNorm2d, as torch's BatchNormOptions.
 struct BatchNormOptions {
   /// Added to the variance before the square root, for stability.

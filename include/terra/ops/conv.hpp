@@ -6,6 +6,8 @@
 #include <tuple>
 #include <utility>
 
+#include "terra/ops/factory.hpp"
+#include "terra/ops/index.hpp"
 #include "terra/ops/linalg.hpp"
 
 namespace terra {
@@ -375,6 +377,93 @@ inline Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, IntPair input
   a.ints = {input_size.h, input_size.w};
   return dispatch1(
       {.op = Op::AdaptiveAvgPool2dBackward, .inputs = in, .attrs = std::move(a), .loc = loc});
+}
+
+namespace detail {
+// Widens (amount > 0, zeros) or crops (amount < 0) dim `d` of x by lo before and hi after.
+inline Tensor pad_or_crop(const Tensor& x, int64_t d, int64_t lo, int64_t hi, Loc loc) {
+  Tensor y = x;
+  int64_t n = y.size(d);
+  if (lo < 0 || hi < 0) {
+    y = slice(y, d, std::max<int64_t>(-lo, 0), n - std::max<int64_t>(-hi, 0), 1, loc);
+  }
+  std::vector<Tensor> parts;
+  auto zeros_of = [&](int64_t k) {
+    Shape s = y.shape();
+    s[size_t(d)] = k;
+    return zeros(s, {.dtype = y.dtype(), .device = y.device()}, loc);
+  };
+  if (lo > 0) parts.push_back(zeros_of(lo));
+  parts.push_back(y);
+  if (hi > 0) parts.push_back(zeros_of(hi));
+  return parts.size() == 1 ? y : cat(parts, d, loc);
+}
+
+// x: [N, C, H, W] -> [N, C, (H - 1) * s.h + 1, (W - 1) * s.w + 1], s - 1 zeros between pixels.
+inline Tensor dilate_zeros(const Tensor& x, IntPair s, Loc loc) {
+  if (s.h == 1 && s.w == 1) return x;
+  int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  TensorOptions o{.dtype = x.dtype(), .device = x.device()};
+  Tensor y = view(x, {n, c, h, 1, w, 1}, loc);
+  if (s.w > 1) y = cat({y, zeros({n, c, h, 1, w, s.w - 1}, o, loc)}, 5, loc);
+  if (s.h > 1) y = cat({y, zeros({n, c, h, s.h - 1, w, s.w}, o, loc)}, 3, loc);
+  y = reshape(y, {n, c, h * s.h, w * s.w}, loc);
+  return slice(slice(y, 2, 0, (h - 1) * s.h + 1, 1, loc), 3, 0, (w - 1) * s.w + 1, 1, loc);
+}
+}  // namespace detail
+
+/// x: [N, C, H, W] or [C, H, W], w: [C, O, kH, kW] (PyTorch's layout), b: [O] (optional)
+/// -> [N, O, Ho, Wo], Ho = (H - 1) * stride - 2 * padding + kH + output_padding. The gradient
+/// of conv2d with respect to its input, composed of public ops (differentiable for free): the
+/// input is spread out with stride - 1 zeros, padded by kH - 1 - padding, and convolved with
+/// the flipped, transposed kernel. Groups and dilation are not supported.
+inline Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b = {},
+                               IntPair stride = 1, IntPair padding = 0,
+                               IntPair output_padding = 0, Loc loc = Loc::current()) {
+  op::detail_conv::check_planes(x, "conv_transpose2d");
+  int64_t c = x.size(-3);
+  TERRA_CHECK(w.dim() == 4 && w.shape()[0] == c && w.shape()[1] > 0 && w.shape()[2] > 0 &&
+                  w.shape()[3] > 0,
+              "conv_transpose2d", "weight must be [C, O, kH, kW] with C = ", c,
+              " (the input's channels), got weight ", w.shape(), " for input ", x.shape());
+  TERRA_CHECK(stride.h > 0 && stride.w > 0, "conv_transpose2d", "stride must be positive, got (",
+              stride.h, ", ", stride.w, ")");
+  TERRA_CHECK(padding.h >= 0 && padding.w >= 0, "conv_transpose2d",
+              "padding must be non-negative, got (", padding.h, ", ", padding.w, ")");
+  TERRA_CHECK(output_padding.h >= 0 && output_padding.w >= 0 && output_padding.h < stride.h &&
+                  output_padding.w < stride.w,
+              "conv_transpose2d", "output_padding (", output_padding.h, ", ", output_padding.w,
+              ") must be non-negative and smaller than the stride (", stride.h, ", ", stride.w,
+              ")");
+  int64_t kh = w.shape()[2], kw = w.shape()[3];
+  int64_t oh = (x.size(-2) - 1) * stride.h - 2 * padding.h + kh + output_padding.h;
+  int64_t ow = (x.size(-1) - 1) * stride.w - 2 * padding.w + kw + output_padding.w;
+  TERRA_CHECK(oh > 0 && ow > 0, "conv_transpose2d", "input ", x.shape(), " with weight ",
+              w.shape(), ", stride (", stride.h, ", ", stride.w, ") and padding (", padding.h,
+              ", ", padding.w, ") gives an empty output ", oh, "x", ow);
+  if (b.defined())
+    TERRA_CHECK(b.dim() == 1 && b.shape()[0] == w.shape()[1], "conv_transpose2d",
+                "bias of shape ", b.shape(), " does not match weight of shape ", w.shape());
+  bool unbatched = x.dim() == 3;
+  Tensor y = detail::dilate_zeros(unbatched ? unsqueeze(x, 0, loc) : x, stride, loc);
+  int64_t lh = kh - 1 - padding.h, lw = kw - 1 - padding.w;
+  IntPair conv_pad = 0;
+  if (lh >= 0 && output_padding.h == 0) {
+    conv_pad.h = lh;
+  } else {
+    y = detail::pad_or_crop(y, 2, lh, lh + output_padding.h, loc);
+  }
+  if (lw >= 0 && output_padding.w == 0) {
+    conv_pad.w = lw;
+  } else {
+    y = detail::pad_or_crop(y, 3, lw, lw + output_padding.w, loc);
+  }
+  TensorOptions io{.dtype = kInt64, .device = w.device()};
+  Tensor rh = arange(double(kh - 1), -1.0, -1.0, io, loc);
+  Tensor rw = arange(double(kw - 1), -1.0, -1.0, io, loc);
+  Tensor wf = index_select(index_select(transpose(w, 0, 1, loc), 2, rh, loc), 3, rw, loc);
+  Tensor out = conv2d(y, wf, b, 1, conv_pad, 1, 1, loc);
+  return unbatched ? squeeze(out, 0, loc) : out;
 }
 
 }  // namespace terra
