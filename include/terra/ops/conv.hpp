@@ -399,16 +399,18 @@ inline Tensor pad_or_crop(const Tensor& x, int64_t d, int64_t lo, int64_t hi, Lo
   return parts.size() == 1 ? y : cat(parts, d, loc);
 }
 
-// x: [N, C, H, W] -> [N, C, (H - 1) * s.h + 1, (W - 1) * s.w + 1], s - 1 zeros between pixels.
-inline Tensor dilate_zeros(const Tensor& x, IntPair s, Loc loc) {
-  if (s.h == 1 && s.w == 1) return x;
-  int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  TensorOptions o{.dtype = x.dtype(), .device = x.device()};
-  Tensor y = view(x, {n, c, h, 1, w, 1}, loc);
-  if (s.w > 1) y = cat({y, zeros({n, c, h, 1, w, s.w - 1}, o, loc)}, 5, loc);
-  if (s.h > 1) y = cat({y, zeros({n, c, h, s.h - 1, w, s.w}, o, loc)}, 3, loc);
-  y = reshape(y, {n, c, h * s.h, w * s.w}, loc);
-  return slice(slice(y, 2, 0, (h - 1) * s.h + 1, 1, loc), 3, 0, (w - 1) * s.w + 1, 1, loc);
+// w [C, O, kH, kW] -> the s.h * s.w phase kernels [s.h * s.w * O, C, rh, rw] of a transposed
+// convolution, rh = ceil(kH / s.h): phase (a, b) holds taps a + j * s.h (and b + i * s.w) in
+// reverse order, zero-padded to the same count, so one stride-1 conv2d computes all phases.
+inline Tensor phase_kernels(const Tensor& w, IntPair s, Loc loc) {
+  int64_t c = w.size(0), o = w.size(1), kh = w.size(2), kw = w.size(3);
+  int64_t rh = (kh + s.h - 1) / s.h, rw = (kw + s.w - 1) / s.w;
+  Tensor p = pad_or_crop(pad_or_crop(w, 2, 0, rh * s.h - kh, loc), 3, 0, rw * s.w - kw, loc);
+  TensorOptions io{.dtype = kInt64, .device = w.device()};
+  Tensor p6 = reshape(p, {c, o, rh, s.h, rw, s.w}, loc);
+  p6 = index_select(p6, 2, arange(double(rh - 1), -1.0, -1.0, io, loc), loc);
+  p6 = index_select(p6, 4, arange(double(rw - 1), -1.0, -1.0, io, loc), loc);
+  return reshape(permute(p6, {3, 5, 1, 0, 2, 4}, loc), {s.h * s.w * o, c, rh, rw}, loc);
 }
 }  // namespace detail
 
@@ -444,25 +446,20 @@ inline Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b
   if (b.defined())
     TERRA_CHECK(b.dim() == 1 && b.shape()[0] == w.shape()[1], "conv_transpose2d",
                 "bias of shape ", b.shape(), " does not match weight of shape ", w.shape());
+  // Output row q * s + r (before cropping the padding) only meets taps r + j * s: every
+  // phase r is a stride-1 conv of x with its own taps, so no product with a zero is made.
   bool unbatched = x.dim() == 3;
-  Tensor y = detail::dilate_zeros(unbatched ? unsqueeze(x, 0, loc) : x, stride, loc);
-  int64_t lh = kh - 1 - padding.h, lw = kw - 1 - padding.w;
-  IntPair conv_pad = 0;
-  if (lh >= 0 && output_padding.h == 0) {
-    conv_pad.h = lh;
-  } else {
-    y = detail::pad_or_crop(y, 2, lh, lh + output_padding.h, loc);
-  }
-  if (lw >= 0 && output_padding.w == 0) {
-    conv_pad.w = lw;
-  } else {
-    y = detail::pad_or_crop(y, 3, lw, lw + output_padding.w, loc);
-  }
-  TensorOptions io{.dtype = kInt64, .device = w.device()};
-  Tensor rh = arange(double(kh - 1), -1.0, -1.0, io, loc);
-  Tensor rw = arange(double(kw - 1), -1.0, -1.0, io, loc);
-  Tensor wf = index_select(index_select(transpose(w, 0, 1, loc), 2, rh, loc), 3, rw, loc);
-  Tensor out = conv2d(y, wf, b, 1, conv_pad, 1, 1, loc);
+  Tensor xb = unbatched ? unsqueeze(x, 0, loc) : x;
+  int64_t n = xb.size(0), o = w.shape()[1];
+  int64_t rh = (kh + stride.h - 1) / stride.h, rw = (kw + stride.w - 1) / stride.w;
+  Tensor k = detail::phase_kernels(w, stride, loc);
+  Tensor y = conv2d(xb, k, {}, 1, {rh - 1, rw - 1}, 1, 1, loc);
+  int64_t qh = y.size(2), qw = y.size(3);
+  y = permute(view(y, {n, stride.h, stride.w, o, qh, qw}, loc), {0, 3, 4, 1, 5, 2}, loc);
+  y = reshape(y, {n, o, qh * stride.h, qw * stride.w}, loc);
+  y = detail::pad_or_crop(y, 2, -padding.h, padding.h + oh - qh * stride.h, loc);
+  y = detail::pad_or_crop(y, 3, -padding.w, padding.w + ow - qw * stride.w, loc);
+  Tensor out = b.defined() ? y + view(b, {o, 1, 1}, loc) : y;
   return unbatched ? squeeze(out, 0, loc) : out;
 }
 
