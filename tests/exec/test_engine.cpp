@@ -244,4 +244,28 @@ TEST(CoExec, DumpsAndTimeline) {
   EXPECT_GE(runner, 3);
 }
 
+// Regression: reaching max_specializations at a location used to leave an empty successor
+// block behind; the next co-executed iteration that looked through that block's successors
+// read node 0 of the empty block (a crash). Found by the sdpoint paper program.
+progs::Outcome many_shapes(bool engine) {
+  progs::Outcome o;
+  progs::loop(12, engine, o, [&](int step) {
+    terra::Tensor a = terra::ones({4}) * 2.0;  // the same every iteration
+    int64_t n = 1 + step % 6;                  // a new shape at one place, 6 of them
+    terra::Tensor b = a.sum() + terra::ones({n}).sum();
+    o.fetched.push_back(b.item<double>());
+  }, {.max_specializations = 2});
+  return o;
+}
+
+TEST(CoExec, SpecializationLimitLeavesNoEmptyBlock) {
+  auto e = many_shapes(false), c = many_shapes(true);
+  expect_same(e, c);
+  std::cout << c.stats << "\n";
+  EXPECT_EQ(c.stats.iterations, 12);
+  bool limited = false;
+  for (auto& [why, n] : c.stats.reasons) limited |= why.find("specialization limit") != std::string::npos;
+  EXPECT_TRUE(limited);
+}
+
 }  // namespace

@@ -161,6 +161,10 @@ class TraceGraph {
         cur = j, idx = 1, fresh = false;
         continue;
       }
+      // Checked before a new block is made: stopping after it would leave an empty successor
+      // that every later walk through `cur` would have to step over.
+      if (site_count_[r.site.key()] >= lim.max_specializations)
+        return note("specialization limit reached at " + r.site.str());
       if (!fresh) {
         if (int32_t(blocks.size()) >= lim.max_blocks) return note("block limit reached");
         blocks.emplace_back();
@@ -171,8 +175,6 @@ class TraceGraph {
         bind_.reset(t.bufs.size(), 0);
         fresh = true;
       }
-      if (site_count_[r.site.key()] >= lim.max_specializations)
-        return note("specialization limit reached at " + r.site.str());
       append(cur, r, t);
       idx = blocks[cur].ir.nodes.size();
     }
