@@ -181,3 +181,17 @@ TEST(Losses, RegressionAndBinaryLosses) {
   Tensor got = F::binary_cross_entropy_with_logits(x.slice(0, 1, 4), y.slice(0, 1, 4), F::Reduction::Sum, pw);
   EXPECT_NEAR(got.item<double>(), refw, 1e-12);
 }
+
+TEST(Activations, LeakyReluMatchesReference) {
+  Tensor x = tr::tensor<double>({-3, -0.5, 0, 0.25, 2, -1e-3}, {2, 3});
+  for (Tensor in : {x, x.t()}) {  // contiguous and transposed
+    auto xv = in.contiguous().to_vector<double>();
+    auto got = F::leaky_relu(in, 0.1).contiguous().to_vector<double>();
+    for (size_t i = 0; i < xv.size(); ++i) EXPECT_EQ(got[i], xv[i] > 0 ? xv[i] : 0.1 * xv[i]);
+  }
+  EXPECT_EQ(F::leaky_relu(x.to(DType::Float32)).dtype(), DType::Float32);
+  tt::expect_error([&] { F::leaky_relu(tr::tensor<int64_t>({1, -2})); }, {"[terra::leaky_relu]", "int64"});
+  Tensor away = tr::tensor<double>({-2, -0.3, 0.4, 1.5});  // away from the kink at 0
+  std::string err = tr::autograd::gradcheck([](auto& v) { return F::leaky_relu(v[0], 0.2); }, {away});
+  EXPECT_TRUE(err.empty()) << err;
+}

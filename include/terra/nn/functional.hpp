@@ -113,4 +113,12 @@ inline Tensor binary_cross_entropy_with_logits(const Tensor& x, const Tensor& y,
   return reduce(loss, r);
 }
 
+/// x where x > 0, else negative_slope * x (any shape). Composed of public ops: differentiable,
+/// and traced as the ops it is made of.
+inline Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01) {
+  TERRA_CHECK(x.defined() && x.is_floating_point(), "leaky_relu",
+              "expects a floating-point tensor, got ", x.defined() ? dtype_name(x.dtype()) : "undefined");
+  return where(x > 0.0, x, x * negative_slope);
+}
+
 }  // namespace terra::nn::functional
