@@ -32,8 +32,8 @@ inline float iou(const Box& a, const Box& b) {
 // The regression target that moves `from` onto `to`.
 inline std::array<float, 4> encode(const Box& from, const Box& to) {
   float fw = from.w(), fh = from.h(), tw = to.w(), th = to.h();
-  return {(to.x1 + 0.5f * tw - from.x1 - 0.5f * fw) / fw, (to.y1 + 0.5f * th - from.y1 - 0.5f * fh) / fh,
-          std::log(tw / fw), std::log(th / fh)};
+  return {(to.x1 + 0.5f * tw - from.x1 - 0.5f * fw) / fw,
+          (to.y1 + 0.5f * th - from.y1 - 0.5f * fh) / fh, std::log(tw / fw), std::log(th / fh)};
 }
 // Applies deltas d to box b (sizes clamped as in Faster R-CNN), clipped to [0, size].
 inline Box decode(const Box& b, const float* d, float size) {
@@ -79,7 +79,8 @@ inline std::vector<float> make_scene(std::mt19937& rng, int64_t n, int64_t size,
   for (int64_t i = 0; i < n; ++i) {
     int k = count(rng);
     for (int j = 0; j < k; ++j) {
-      float w = side(rng), h = side(rng), x = u(rng) * (float(size) - w), y = u(rng) * (float(size) - h);
+      float w = side(rng), h = side(rng), x = u(rng) * (float(size) - w),
+            y = u(rng) * (float(size) - h);
       Object o{{x, y, x + w, y + h}, cls(rng)};
       objects[size_t(i)].push_back(o);
       for (int64_t c = 0; c < 3; ++c) {

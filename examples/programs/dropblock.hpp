@@ -14,8 +14,8 @@ namespace programs {
 
 struct DropBlockConfig {
   int64_t width = 16, classes = 10, batch = 16, image = 32, block_size = 3;
-  double max_drop = 0.1;   // the schedule's final drop probability (keep_prob 1 -> 0.9)
-  double apply_p = 0.8;    // probability that a DropBlock layer is applied in a step
+  double max_drop = 0.1;  // the schedule's final drop probability (keep_prob 1 -> 0.9)
+  double apply_p = 0.8;   // probability that a DropBlock layer is applied in a step
   double lr = 0.05;
   uint64_t seed = 7;
   static DropBlockConfig paper() { return {}; }
@@ -59,7 +59,8 @@ class DropBlockImpl : public nn::Module {
     std::vector<float> s(size_t(n * c * h * w), 0.f);
     std::uniform_int_distribution<int64_t> pos(0, valid - 1);
     for (int64_t k = 0; k < count; ++k) {
-      int64_t p = pos(*rng_), plane = p / (vh * vw), r = p % (vh * vw) / vw + half, q = p % vw + half;
+      int64_t p = pos(*rng_), plane = p / (vh * vw), r = p % (vh * vw) / vw + half,
+              q = p % vw + half;
       s[size_t((plane * h + r) * w + q)] = 1.f;
     }
     return tr::tensor(s, {n, c, h, w});
@@ -73,7 +74,8 @@ TERRA_MODULE(DropBlock);
 
 class NetImpl : public nn::Module {
  public:
-  NetImpl(const DropBlockConfig& c, std::mt19937& rng, std::vector<int64_t>& log) : nn::Module("DropBlockNet") {
+  NetImpl(const DropBlockConfig& c, std::mt19937& rng, std::vector<int64_t>& log)
+      : nn::Module("DropBlockNet") {
     int64_t w = c.width;
     stem = register_module("stem", resnet::Stem(w));
     b1 = register_module("b1", resnet::BasicBlock(w, w, 1));

@@ -39,9 +39,9 @@ class DetectorImpl : public nn::Module {
     auto conv = [](int64_t in, int64_t out, int64_t k, int64_t s) {
       return nn::Conv2d(in, out, k, nn::Conv2dOptions{.stride = s, .padding = k / 2});
     };
-    backbone = register_module("backbone", nn::Sequential(conv(3, w / 4, 3, 2), nn::ReLU(),
-                                                          conv(w / 4, w / 2, 3, 2), nn::ReLU(),
-                                                          conv(w / 2, w, 3, 2), nn::ReLU()));
+    backbone = register_module(
+        "backbone", nn::Sequential(conv(3, w / 4, 3, 2), nn::ReLU(), conv(w / 4, w / 2, 3, 2),
+                                   nn::ReLU(), conv(w / 2, w, 3, 2), nn::ReLU()));
     rpn_conv = register_module("rpn_conv", conv(w, w, 3, 1));
     rpn_cls = register_module("rpn_cls", conv(w, kAnchors, 1, 1));
     rpn_reg = register_module("rpn_reg", conv(w, 4 * kAnchors, 1, 1));
@@ -98,8 +98,10 @@ inline int sample(std::mt19937& rng, const std::vector<boxes::Box>& cand,
   match(cand, objs, best, which);
   std::vector<int64_t> pos, neg;
   for (size_t i = 0; i < cand.size(); ++i) {
-    if (best[i] >= fg) pos.push_back(int64_t(i));
-    else if (best[i] < bg) neg.push_back(int64_t(i));
+    if (best[i] >= fg)
+      pos.push_back(int64_t(i));
+    else if (best[i] < bg)
+      neg.push_back(int64_t(i));
   }
   if (rpn) {  // every object's best anchor is positive, however low its IoU
     for (const auto& o : objs) {
@@ -164,7 +166,10 @@ inline Outcome run_faster_rcnn(const FasterRcnnConfig& cfg, Mode mode, int iters
     tr::Tensor feat = net->backbone(images);
     tr::Tensor h = tr::relu(net->rpn_conv(feat));
     tr::Tensor obj = net->rpn_cls(h).permute({0, 2, 3, 1}).reshape({b * na});
-    tr::Tensor del = net->rpn_reg(h).view({b, rcnn::kAnchors, 4, g, g}).permute({0, 3, 4, 1, 2}).reshape({b * na, 4});
+    tr::Tensor del = net->rpn_reg(h)
+                         .view({b, rcnn::kAnchors, 4, g, g})
+                         .permute({0, 3, 4, 1, 2})
+                         .reshape({b * na, 4});
     rcnn::Targets rt;
     for (int64_t i = 0; i < b; ++i)
       o.decisions.push_back(rcnn::sample(rng, anchors, objs[size_t(i)], 0.7f, 0.3f, true,
@@ -176,7 +181,9 @@ inline Outcome run_faster_rcnn(const FasterRcnnConfig& cfg, Mode mode, int iters
                                                                   tr::tensor(rlabel, {nr}));
     tr::Tensor rpn_reg_loss =
         (boxes::smooth_l1(tr::index_select(del, 0, ridx) - tr::tensor(rt.delta, {nr, 4}), 1.0 / 9) *
-         tr::tensor(rt.weight, {nr, 1})).sum() / double(nr);
+         tr::tensor(rt.weight, {nr, 1}))
+            .sum() /
+        double(nr);
 
     // Proposals: fetch, decode, top-150, NMS; then ROI sampling against the objects.
     std::vector<float> score = tr::sigmoid(obj.detach()).to_vector<float>();
@@ -189,7 +196,8 @@ inline Outcome run_faster_rcnn(const FasterRcnnConfig& cfg, Mode mode, int iters
       std::vector<boxes::Box> prop(static_cast<size_t>(na));
       std::vector<float> s(score.begin() + i * na, score.begin() + (i + 1) * na);
       for (int64_t a = 0; a < na; ++a)
-        prop[size_t(a)] = boxes::decode(anchors[size_t(a)], &delta[size_t((i * na + a) * 4)], float(cfg.image));
+        prop[size_t(a)] =
+            boxes::decode(anchors[size_t(a)], &delta[size_t((i * na + a) * 4)], float(cfg.image));
       std::vector<int> keep = boxes::nms(prop, s, cfg.pre_nms_top, 0.7f);
       o.decisions.push_back(int64_t(keep.size()));
       std::vector<boxes::Box> rois;
@@ -209,9 +217,10 @@ inline Outcome run_faster_rcnn(const FasterRcnnConfig& cfg, Mode mode, int iters
                             .view({nq, cfg.pool * cfg.pool * c});
     tr::Tensor z = tr::relu(net->fc2(tr::relu(net->fc1(pooled))));
     tr::Tensor roi_cls_loss = F::cross_entropy(net->cls(z), tr::tensor(qt.label, {nq}));
-    tr::Tensor roi_reg_loss =
-        (boxes::smooth_l1(net->reg(z) - tr::tensor(qt.delta, {nq, 4}), 1.0) *
-         tr::tensor(qt.weight, {nq, 1})).sum() / double(nq);
+    tr::Tensor roi_reg_loss = (boxes::smooth_l1(net->reg(z) - tr::tensor(qt.delta, {nq, 4}), 1.0) *
+                               tr::tensor(qt.weight, {nq, 1}))
+                                  .sum() /
+                              double(nq);
 
     tr::Tensor loss = rpn_cls_loss + rpn_reg_loss + roi_cls_loss + roi_reg_loss;
     opt.zero_grad();

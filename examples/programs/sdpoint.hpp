@@ -61,7 +61,8 @@ class NetImpl : public nn::Module {
 
  private:
   static tr::Tensor downsample(const tr::Tensor& h, double ratio) {
-    int64_t oh = std::lround(double(h.size(2)) * ratio), ow = std::lround(double(h.size(3)) * ratio);
+    int64_t oh = std::lround(double(h.size(2)) * ratio),
+            ow = std::lround(double(h.size(3)) * ratio);
     return tr::adaptive_avg_pool2d(h, {std::max<int64_t>(oh, 1), std::max<int64_t>(ow, 1)});
   }
 };
@@ -81,18 +82,21 @@ inline Outcome run_sdpoint(const SDPointConfig& cfg, Mode mode, int iters) {
   opts.max_specializations = 16;
   std::uniform_int_distribution<int> point_of(-1, 8);
   std::uniform_int_distribution<size_t> ratio_of(0, cfg.ratios.size() - 1);
-  run_loop(mode, iters, o, [&](int step) {
-    int point = point_of(rng);
-    double ratio = cfg.ratios[ratio_of(rng)];
-    o.decisions.push_back(point);
-    o.decisions.push_back(std::lround(ratio * 100));
-    auto batch = resnet::make_images(rng, cfg.batch, cfg.image, cfg.classes);
-    tr::Tensor loss = F::cross_entropy(net(batch.images, point, ratio), batch.labels);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    if (step % 10 == 0) o.fetched.push_back(loss.item<double>());
-  }, opts);
+  run_loop(
+      mode, iters, o,
+      [&](int step) {
+        int point = point_of(rng);
+        double ratio = cfg.ratios[ratio_of(rng)];
+        o.decisions.push_back(point);
+        o.decisions.push_back(std::lround(ratio * 100));
+        auto batch = resnet::make_images(rng, cfg.batch, cfg.image, cfg.classes);
+        tr::Tensor loss = F::cross_entropy(net(batch.images, point, ratio), batch.labels);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        if (step % 10 == 0) o.fetched.push_back(loss.item<double>());
+      },
+      opts);
   collect_params(o, net->parameters());
   return o;
 }

@@ -12,7 +12,8 @@ namespace programs::resnet {
 
 // k x k convolution without bias (a BatchNorm follows), padded to keep the size at stride 1.
 inline nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
-  return nn::Conv2d(in, out, k, nn::Conv2dOptions{.stride = stride, .padding = k / 2, .bias = false});
+  return nn::Conv2d(in, out, k,
+                    nn::Conv2dOptions{.stride = stride, .padding = k / 2, .bias = false});
 }
 
 // conv3x3-BN-ReLU-conv3x3-BN plus the (projected when the shape changes) input, then ReLU.

@@ -37,7 +37,8 @@ constexpr float kAnchors[2][3][2] = {{{20, 20}, {24, 40}, {40, 24}}, {{8, 8}, {1
 class ConvUnitImpl : public nn::Module {
  public:
   ConvUnitImpl(int64_t in, int64_t out, int64_t k) : nn::Module("ConvUnit") {
-    conv = register_module("conv", nn::Conv2d(in, out, k, nn::Conv2dOptions{.padding = k / 2, .bias = false}));
+    conv = register_module(
+        "conv", nn::Conv2d(in, out, k, nn::Conv2dOptions{.padding = k / 2, .bias = false}));
     bn = register_module("bn", nn::BatchNorm2d(out));
   }
   tr::Tensor forward(const tr::Tensor& x) override { return F::leaky_relu(bn(conv(x)), 0.1); }
@@ -73,7 +74,8 @@ class NetImpl : public nn::Module {
     tr::Tensor up = upsample2(lat(r16));
     return {head16(r16), head8(c6(tr::cat({up, r8}, 1)))};
   }
-  ConvUnit c1{nullptr}, c2{nullptr}, c3{nullptr}, c4{nullptr}, c5{nullptr}, lat{nullptr}, c6{nullptr};
+  ConvUnit c1{nullptr}, c2{nullptr}, c3{nullptr}, c4{nullptr}, c5{nullptr}, lat{nullptr},
+      c6{nullptr};
   nn::Conv2d head16{nullptr}, head8{nullptr};
 };
 TERRA_MODULE(Net);
@@ -114,10 +116,12 @@ inline void build_targets(const std::vector<std::vector<boxes::Object>>& objs, i
             best = v, best_s = s, best_a = a;
       ScaleTargets& st = t[best_s];
       float gx = cx / float(kStrides[best_s]), gy = cy / float(kStrides[best_s]);
-      int64_t gi = std::min<int64_t>(int64_t(gx), st.g - 1), gj = std::min<int64_t>(int64_t(gy), st.g - 1);
+      int64_t gi = std::min<int64_t>(int64_t(gx), st.g - 1),
+              gj = std::min<int64_t>(int64_t(gy), st.g - 1);
       auto cell = [&](int a) { return size_t(((b * 3 + a) * st.g + gj) * st.g + gi); };
       for (int a = 0; a < 3; ++a)  // anchors that fit well enough are not punished as empty
-        if (wh_iou(w, h, kAnchors[best_s][a][0], kAnchors[best_s][a][1]) > ignore) st.noobj[cell(a)] = false;
+        if (wh_iou(w, h, kAnchors[best_s][a][0], kAnchors[best_s][a][1]) > ignore)
+          st.noobj[cell(a)] = false;
       size_t k = cell(best_a);
       st.count += !st.obj[k];
       st.obj[k] = true, st.noobj[k] = false;
@@ -153,8 +157,8 @@ inline Outcome run_yolov3(const Yolov3Config& cfg, Mode mode, int iters) {
       tr::Tensor obj = tr::tensor(st.obj, cells), noobj = tr::tensor(st.noobj, cells);
       tr::Tensor conf = p.select(4, 4);
       tr::Tensor empty_conf = tr::masked_select(conf, noobj);
-      loss = loss + cfg.noobj_scale * F::binary_cross_entropy_with_logits(
-                                          empty_conf, tr::zeros_like(empty_conf));
+      loss = loss + cfg.noobj_scale *
+                        F::binary_cross_entropy_with_logits(empty_conf, tr::zeros_like(empty_conf));
       if (st.count == 0) continue;  // nothing assigned to this scale in this batch
       auto sel = [&](const tr::Tensor& x) { return tr::masked_select(x, obj); };
       auto target = [&](const std::vector<float>& v) { return sel(tr::tensor(v, cells)); };
@@ -162,7 +166,8 @@ inline Outcome run_yolov3(const Yolov3Config& cfg, Mode mode, int iters) {
              F::mse_loss(sel(tr::sigmoid(p.select(4, 1))), target(st.ty)) +
              F::mse_loss(sel(p.select(4, 2)), target(st.tw)) +
              F::mse_loss(sel(p.select(4, 3)), target(st.th)) +
-             F::binary_cross_entropy_with_logits(sel(conf), target(std::vector<float>(st.obj.begin(), st.obj.end())));
+             F::binary_cross_entropy_with_logits(
+                 sel(conf), target(std::vector<float>(st.obj.begin(), st.obj.end())));
       tr::Tensor cls_mask = obj.unsqueeze(4);
       loss = loss + F::binary_cross_entropy_with_logits(
                         tr::masked_select(p.narrow(4, 5, nc), cls_mask),
