@@ -112,6 +112,8 @@ class ConvTranspose2dImpl : public Module {
  private:
   ConvTranspose2dOptions o_;
 };
+/// nn::ConvTranspose2d: the holder of a ConvTranspose2dImpl (`nn::ConvTranspose2d up(16, 8, 4,
+/// nn::ConvTranspose2dOptions{.stride = 2, .padding = 1});`).
 TERRA_MODULE(ConvTranspose2d);
 
 /// Options of nn::BatchNorm1d / nn::BatchNorm2d, as torch's BatchNormOptions.

@@ -416,9 +416,9 @@ inline Tensor phase_kernels(const Tensor& w, IntPair s, Loc loc) {
 
 /// x: [N, C, H, W] or [C, H, W], w: [C, O, kH, kW] (PyTorch's layout), b: [O] (optional)
 /// -> [N, O, Ho, Wo], Ho = (H - 1) * stride - 2 * padding + kH + output_padding. The gradient
-/// of conv2d with respect to its input, composed of public ops (differentiable for free): the
-/// input is spread out with stride - 1 zeros, padded by kH - 1 - padding, and convolved with
-/// the flipped, transposed kernel. Groups and dilation are not supported.
+/// of conv2d with respect to its input, composed of public ops (differentiable for free): one
+/// stride-1 conv2d with the stride x stride phase kernels of the flipped, transposed weight,
+/// whose outputs interleave into the result. Groups and dilation are not supported.
 inline Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b = {},
                                IntPair stride = 1, IntPair padding = 0,
                                IntPair output_padding = 0, Loc loc = Loc::current()) {
