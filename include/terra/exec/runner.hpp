@@ -6,7 +6,6 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "terra/core/parallel.hpp"
 #include "terra/core/pending.hpp"
 #include "terra/exec/cpu_executor.hpp"
 
@@ -38,15 +38,13 @@ struct TimelineEvent {
 class RunSignal final : public Signal {
  public:
   std::function<void()> launch;  // host thread only
-  std::function<void(const RunSignal&)> help;  // host thread only: run queued work meanwhile
+  std::function<void(const RunSignal&)> help;  // host thread only: work while waiting
   bool launched = false;         // host thread only
   std::exception_ptr error;      // written by the runner before done
 
   void wait() override {
-    auto helper = help;  // launching clears it
     if (!launched && launch) launch();  // a fetch inside the open segment: launch it now
-    if (!done() && helper) helper(*this);
-    done_.wait(false, std::memory_order_acquire);
+    wait_done();
     if (error) std::rethrow_exception(error);
   }
   void finish(std::exception_ptr e) {
@@ -56,7 +54,10 @@ class RunSignal final : public Signal {
     done_.notify_all();
   }
   // Waits without launching or throwing (the engine bounding how far the host runs ahead).
-  void wait_done() const { done_.wait(false, std::memory_order_acquire); }
+  void wait_done() const {
+    if (!done() && help) help(*this);
+    done_.wait(false, std::memory_order_acquire);
+  }
 };
 
 struct Run {
@@ -70,13 +71,15 @@ struct Run {
 
 class Runner {
  public:
-  explicit Runner(bool timeline) : timeline_(timeline), thread_([this] { loop(); }) {}
+  // threads: how many threads may work on one run's loops (see terra/core/team.hpp).
+  explicit Runner(bool timeline, int threads = get_num_threads())
+      : timeline_(timeline), team_(threads, threads - 2), thread_([this] { loop(); }) {}
   ~Runner() {
     {
       std::lock_guard lk(mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    team_.notify();
     thread_.join();
   }
   Runner(const Runner&) = delete;
@@ -90,32 +93,20 @@ class Runner {
       queue_.push_back(std::move(r));
       ++pending_;
     }
-    if (wake) cv_.notify_all();
+    if (wake) team_.notify();
   }
-  // Waits until `sig` is done, running queued runs on the calling thread whenever the runner
-  // is idle (runs stay in launch order: only one thread executes at a time).
+  // Waits until `sig` is done. Meanwhile the calling thread works: it runs queued runs itself
+  // when the runner is idle (runs stay in launch order: only one thread executes at a time),
+  // and takes chunks of the loops of the run being executed.
   void help_until(const RunSignal& sig) {
-    std::unique_lock lk(mu_);
-    while (!sig.done()) {
-      if (!busy_ && !queue_.empty()) {
-        std::unique_ptr<Run> r = std::move(queue_.front());
-        queue_.pop_front();
-        busy_ = true;
-        lk.unlock();
-        bool prev = terra::detail::in_runner();
-        terra::detail::in_runner() = true;
-        execute(*r);
-        terra::detail::in_runner() = prev;
-        lk.lock();
-        continue;
-      }
-      idle_cv_.wait(lk);
-    }
+    idle([&] { return sig.done(); });
   }
-  // Waits until every pushed run finished.
+  // Waits until every pushed run finished, helping as help_until does.
   void drain() {
-    std::unique_lock lk(mu_);
-    idle_cv_.wait(lk, [&] { return pending_ == 0; });
+    idle([&] {
+      std::lock_guard lk(mu_);
+      return pending_ == 0;
+    });
   }
   std::exception_ptr first_error() {
     std::lock_guard lk(mu_);
@@ -131,20 +122,36 @@ class Runner {
   }
 
  private:
+  // The work loop of every thread that waits for the runner: until done(), execute a queued
+  // run (when no other thread is executing one), else help with a loop, else sleep until the
+  // team's epoch moves (a run queued or finished, a loop started, a stop).
+  template <class Done>
+  void idle(Done&& done) {
+    for (;;) {
+      uint32_t e = team_.epoch();
+      if (done()) return;
+      if (std::unique_ptr<Run> r = take()) {
+        execute(*r);
+        continue;
+      }
+      if (team_.help()) continue;
+      team_.idle_wait(e);
+    }
+  }
+  std::unique_ptr<Run> take() {
+    std::lock_guard lk(mu_);
+    if (busy_ || queue_.empty()) return nullptr;
+    std::unique_ptr<Run> r = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    return r;
+  }
   void loop() {
     terra::detail::in_runner() = true;
-    for (;;) {
-      std::unique_ptr<Run> r;
-      {
-        std::unique_lock lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || (!queue_.empty() && !busy_); });
-        if (queue_.empty()) return;
-        r = std::move(queue_.front());
-        queue_.pop_front();
-        busy_ = true;
-      }
-      execute(*r);
-    }
+    idle([&] {
+      std::lock_guard lk(mu_);
+      return stop_ && queue_.empty() && !busy_;
+    });
   }
   void execute(Run& r) {
     std::exception_ptr err;
@@ -154,13 +161,18 @@ class Runner {
     }
     double t0 = timeline_ ? now_us() : 0;
     if (!err) {
+      bool prev = terra::detail::in_runner();
+      terra::detail::in_runner() = true;
+      terra::detail::current_team() = &team_;
       try {
         r.exec->run({r.begin, r.end, r.attrs, r.storage});
       } catch (...) {
         err = std::current_exception();
       }
+      terra::detail::current_team() = nullptr;
+      terra::detail::in_runner() = prev;
     }
-    // Values die here, on the runner, before the host is told the run is done.
+    // Values die here, before the host is told the run is done.
     r.storage.clear();
     r.attrs.clear();
     double t1 = timeline_ ? now_us() : 0;
@@ -176,19 +188,18 @@ class Runner {
       --pending_;
       busy_ = false;
     }
-    idle_cv_.notify_all();
-    cv_.notify_all();
+    team_.notify();
   }
 
   bool timeline_;
   std::mutex mu_;
-  std::condition_variable cv_, idle_cv_;
   std::deque<std::unique_ptr<Run>> queue_;
   int64_t pending_ = 0;
   bool busy_ = false;  // a thread is executing a run
   bool stop_ = false;
   std::exception_ptr error_;
   std::vector<TimelineEvent> events_;
+  terra::detail::Team team_;
   std::thread thread_;  // last: starts after the members it uses exist
 };
 

@@ -8,7 +8,8 @@
 //  - i > 1 with unit stride (reduce a leading dim): a row of accumulators along i, fed
 //    kLanes rows per sweep (a transposed input is read this way too).
 // Floats accumulate in double, integers in int64. Outputs are split across threads; with
-// fewer outputs than threads, the reduced extent is split too and the partials merged.
+// few outputs, the reduced extent is split too (by shape, not thread count) and the partials
+// merged in order.
 #pragma once
 
 #include <cmath>
@@ -21,14 +22,6 @@
 #include "terra/ops/reduce.hpp"
 
 namespace terra::cpu {
-
-inline int max_threads() {
-#if defined(_OPENMP)
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 // ---- layout ----
 struct Layout3 {
@@ -192,8 +185,10 @@ void run_reduce(const R& r, const Layout3& l, const double* p = nullptr) {
   const T* x = l.src.numel() ? l.src.data_ptr<T>() : nullptr;
   const int64_t outs = l.m * l.i, n = l.n;
   if (outs == 0) return;
-  constexpr int64_t kChunk = 1024, kSplitMin = 16384;
-  int64_t splits = outs < max_threads() ? std::min<int64_t>(max_threads(), n / kSplitMin) : 1;
+  // Few outputs over a long extent: split the extent too, into a number of parts fixed by the
+  // shape alone, so that the sum (its rounding) never depends on the thread count.
+  constexpr int64_t kChunk = 1024, kSplitMin = 16384, kMaxSplits = 16;
+  int64_t splits = outs < kMaxSplits ? std::min<int64_t>(kMaxSplits, n / kSplitMin) : 1;
   if (splits <= 1) {
     parallel_for(outs, std::max<int64_t>(n, 1), [&](int64_t b, int64_t e) {
       A st[kChunk];
