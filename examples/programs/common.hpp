@@ -25,9 +25,13 @@ namespace F = terra::nn::functional;
 enum class Mode {
   eager,   // plain imperative execution, no engine
   coexec,  // under terra::Engine: traced, merged, co-executed, validated op by op
+  replay,  // benchmark baseline: the first traced step replayed without validation
+           // (EngineOptions::unchecked_replay, what whole-step graph capture does)
 };
 
-inline const char* mode_name(Mode m) { return m == Mode::eager ? "eager" : "coexec"; }
+inline const char* mode_name(Mode m) {
+  return m == Mode::eager ? "eager" : m == Mode::coexec ? "coexec" : "replay";
+}
 
 struct Outcome {
   std::vector<double> fetched;                       // every value the host read, in order
@@ -63,6 +67,7 @@ void run_loop(Mode mode, int iters, Outcome& o, Body&& body, tr::EngineOptions o
     }
     return;
   }
+  opts.unchecked_replay = mode == Mode::replay;
   tr::Engine engine(opts);
   for (int i = 0; i < iters; ++i) {
     auto t0 = clock::now();

@@ -41,6 +41,14 @@ struct EngineOptions {
   int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
   bool coexecute = true;        ///< false: trace nothing, run every iteration eagerly
   bool timeline = false;        ///< record host/runner spans for write_timeline()
+  /// Benchmark baseline only, never for real programs: what capturing a whole training step
+  /// as one graph does. The first traced iteration is the capture; every later one replays it
+  /// op by op without validation: the i-th op call gets the captured i-th op, its attributes
+  /// and host scalars frozen (random seeds still advance), the captured path at every branch,
+  /// and only tensors from outside the step bound by position. A call whose inputs or outputs
+  /// have other shapes than the capture throws terra::Error; ops past the captured end run
+  /// eagerly. Results are wrong wherever the program is dynamic (bench/programs.cpp shows how).
+  bool unchecked_replay = false;
 };
 
 /// What an Engine did so far (Engine::stats(); printable with <<).
@@ -211,7 +219,7 @@ class Engine final : public trace::Hook {
     if (mode_ == trace::Mode::Tracing) {
       if (exception) {
         if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
-      } else {
+      } else if (!(opts_.unchecked_replay && !gs_->graph.empty())) {  // a replay keeps its capture
         trace::GraphLimits lim{opts_.max_specializations, opts_.max_blocks};
         gs_->graph.merge(rec_.trace(), lim);
         for (auto& n : gs_->graph.notes) ++stats_.reasons[n];
@@ -245,7 +253,7 @@ class Engine final : public trace::Hook {
   // ---- blocks ----
   bool ready(int32_t b) {
     const trace::Block& blk = gs_->graph.blocks[b];
-    if (blk.seen < opts_.compile_after) return false;
+    if (blk.seen < opts_.compile_after && !opts_.unchecked_replay) return false;
     compiled(b);
     return true;
   }
@@ -301,7 +309,6 @@ class Engine final : public trace::Hook {
     run->signal = open_signal();
     run->signal->launched = true;
     run->signal->launch = nullptr;
-    run->signal->help = nullptr;
     if (opts_.timeline) run->name = "block " + std::to_string(block_);
     last_signal_ = run->signal;
     open_ = {};
@@ -365,12 +372,42 @@ class Engine final : public trace::Hook {
     return "host took a path never traced";
   }
 
+  // EngineOptions::unchecked_replay: the next captured node, whatever this call is; past a
+  // block's end, the captured successor. Throws where the shapes differ from the capture.
+  const char* next_captured(const OpCall& call, const trace::OpRecord& r) {
+    const trace::Block* b = &gs_->graph.blocks[block_];
+    while (idx_ >= b->ir.nodes.size()) {
+      if (b->succ.empty()) return "ran past the end of the captured step";
+      launch_segment(int32_t(idx_));
+      enter_block(b->succ[0], true);
+      b = &gs_->graph.blocks[block_];
+    }
+    const graph::IrNode& node = b->ir.nodes[idx_];
+    auto differs = [&](const char* what, size_t j, const Shape& got, const Shape& captured) {
+      throw Error(std::string("[terra::Engine replay] ") + op_name(call.op) + " " + what + " " +
+                  std::to_string(j) + " has shape " + shape_str(got) + "; the captured " +
+                  op_name(node.op) + " had " + shape_str(captured));
+    };
+    // The runner reads a bound input through the captured view: it must be the same view.
+    for (size_t j = 0; j < std::min(call.inputs.size(), node.ins.size()); ++j) {
+      const Tensor& t = call.inputs[j];
+      const graph::ValueRef& v = node.ins[j];
+      if (t.shape() != v.shape || t.strides() != v.strides || t.storage_offset() != v.offset ||
+          t.dtype() != v.dtype)
+        differs("input (shape, layout or dtype)", j, t.shape(), v.shape);
+    }
+    for (size_t k = 0; k < std::min(r.outs.size(), node.outs.size()); ++k)
+      if (r.outs[k].shape != node.outs[k].shape) differs("output", k, r.outs[k].shape, node.outs[k].shape);
+    if (r.outs.size() != node.outs.size()) differs("output count", r.outs.size(), {}, {});
+    return "";
+  }
+
   OutList coexec(const OpCall& call, const OpInfo& info) {
     detail::Prepared p;
     detail::prepare(call, info, p);
     trace::OpRecord r = rec_.start(call);
     expect_outputs(call, p, r);
-    if (const char* why = find_node(r); *why) {
+    if (const char* why = opts_.unchecked_replay ? next_captured(call, r) : find_node(r); *why) {
       diverged_ = why;
       launch_segment(int32_t(idx_));
       mode_ = trace::Mode::Tracing;
@@ -381,9 +418,17 @@ class Engine final : public trace::Hook {
       return outs;
     }
     const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
-    attrs_[idx_++] = call.attrs;
+    if (opts_.unchecked_replay) {
+      attrs_[idx_] = node.attrs;  // frozen at capture, but for the random stream's position
+      attrs_[idx_].seed = call.attrs.seed;
+      attrs_[idx_].offset = call.attrs.offset;
+      ++idx_;
+    } else {
+      attrs_[idx_++] = call.attrs;
+    }
     Signal* sig = open_signal().get();
-    for (size_t j = 0; j < call.inputs.size(); ++j) bind_external(node.ins[j].buf, call.inputs[j], sig);
+    for (size_t j = 0; j < std::min(call.inputs.size(), node.ins.size()); ++j)
+      bind_external(node.ins[j].buf, call.inputs[j], sig);
     OutList outs;
     if (call.out) {
       bind_external(node.outs[0].buf, *call.out, sig);
