@@ -63,9 +63,14 @@ TEST(Optim, AdamAndAdamW) {
         double bc1 = 1 - std::pow(o.beta1, s), bc2 = 1 - std::pow(o.beta2, s);
         p[i] -= o.lr / bc1 * m[i] / (std::sqrt(v[i]) / std::sqrt(bc2) + o.eps);
       }
-    auto got = decoupled ? run<optim::AdamW>(o, 6) : run<optim::Adam>(o, 6);
+    optim::AdamWOptions w{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
+                          .weight_decay = o.weight_decay};
+    auto got = decoupled ? run<optim::AdamW>(w, 6) : run<optim::Adam>(o, 6);
     expect_vec_near(got, p, 1e-10);
   }
+  // AdamW's default decay survives designated initializers, as torch's AdamW defaults do.
+  EXPECT_EQ((optim::AdamWOptions{.lr = 1e-3}).weight_decay, 0.01);
+  EXPECT_EQ((optim::AdamOptions{.lr = 1e-3}).weight_decay, 0.0);
   tt::expect_error([] { Tensor p = tr::ones({1}).set_requires_grad(); optim::Adam({p}, {.beta1 = 1.0}); },
                    {"[terra::Adam]", "betas"});
 }

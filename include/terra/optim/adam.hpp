@@ -8,9 +8,12 @@
 
 namespace terra::optim {
 
-/// Hyperparameters of Adam and AdamW (PyTorch's defaults). LibTorch's betas tuple is two
-/// fields here: `optim::Adam opt(params, {.lr = 3e-4, .beta2 = 0.98});`.
-struct AdamOptions {
+namespace detail {
+/// The hyperparameters of Adam and AdamW, which differ only in weight_decay's default (in
+/// thousandths): two distinct aggregate types, so that `AdamW(params, {.lr = 1e-3})` keeps
+/// AdamW's default decay of 0.01, as `torch::optim::AdamW` does.
+template <int kDecayThousandths>
+struct AdamHyper {
   /// Learning rate (>= 0).
   double lr = 1e-3;
   /// Decay rate of the running mean of gradients (exp_avg), in [0, 1).
@@ -19,12 +22,21 @@ struct AdamOptions {
   double beta2 = 0.999;
   /// Added to sqrt(bias-corrected exp_avg_sq) before dividing, as PyTorch (>= 0).
   double eps = 1e-8;
-  /// Adam: L2 penalty added to the gradient; AdamW: decoupled decay of the weights.
-  double weight_decay = 0;
+  /// Adam: L2 penalty added to the gradient (default 0); AdamW: decoupled decay of the
+  /// weights (default 0.01).
+  double weight_decay = kDecayThousandths / 1000.0;
 };
+}  // namespace detail
+
+/// Hyperparameters of Adam (PyTorch's defaults). LibTorch's betas tuple is two fields here:
+/// `optim::Adam opt(params, {.lr = 3e-4, .beta2 = 0.98});`.
+using AdamOptions = detail::AdamHyper<0>;
+/// Hyperparameters of AdamW: AdamOptions' fields, with weight_decay 0.01 by default.
+using AdamWOptions = detail::AdamHyper<10>;
 
 namespace detail {
-inline void check_adam(const AdamOptions& o, const char* name) {
+template <class O>
+void check_adam(const O& o, const char* name) {
   TERRA_CHECK(o.lr >= 0, name, "invalid learning rate ", o.lr);
   TERRA_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name,
               "betas must be in [0, 1), got ", o.beta1, " and ", o.beta2);
@@ -32,7 +44,8 @@ inline void check_adam(const AdamOptions& o, const char* name) {
 }
 
 // The shared Adam/AdamW moment update and parameter step.
-inline void adam_update(Tensor& p, const Tensor& g, ParamState& s, const AdamOptions& o) {
+template <class O>
+void adam_update(Tensor& p, const Tensor& g, ParamState& s, const O& o) {
   if (!s.tensors.count("exp_avg")) {
     s.tensors["exp_avg"] = zeros_like(p);
     s.tensors["exp_avg_sq"] = zeros_like(p);
@@ -67,26 +80,19 @@ class Adam : public OptimizerBase<AdamOptions> {
   }
 };
 
-/// AdamOptions with AdamW's default weight_decay of 0.01 (the default options of AdamW).
-struct AdamWOptions : AdamOptions {
-  AdamWOptions() { weight_decay = 1e-2; }
-};
 /// AdamW (torch::optim::AdamW): decoupled weight decay, p *= 1 - lr * weight_decay before
-/// the Adam step on the raw gradient. Beware: only the default options are AdamWOptions
-/// (weight_decay 0.01); `AdamW(params, {.lr = 1e-3})` builds plain AdamOptions, whose
-/// weight_decay is 0. Write `.weight_decay = 0.01` too, as torch's AdamW would default to.
-class AdamW : public OptimizerBase<AdamOptions> {
+/// the Adam step on the raw gradient; weight_decay is 0.01 unless the options say otherwise.
+class AdamW : public OptimizerBase<AdamWOptions> {
  public:
-  /// One group of params with options o (by default weight_decay 0.01); throws on invalid
-  /// lr, eps or betas.
-  AdamW(std::vector<Tensor> params, AdamOptions o = AdamWOptions{})
+  /// One group of params with options o; throws on invalid lr, eps or betas.
+  AdamW(std::vector<Tensor> params, AdamWOptions o = {})
       : AdamW(std::vector<Group>{{std::move(params), o}}) {}
   /// Several groups, each with its own options.
   explicit AdamW(std::vector<Group> groups) : OptimizerBase(std::move(groups), "AdamW") {
     for (const Group& g : groups_) detail::check_adam(g.options, "AdamW");
   }
   void step() override {
-    for_each_param([](Tensor& p, const Tensor& grad, ParamState& s, const AdamOptions& o) {
+    for_each_param([](Tensor& p, const Tensor& grad, ParamState& s, const AdamWOptions& o) {
       if (o.weight_decay != 0) p.mul_(1.0 - o.lr * o.weight_decay);
       detail::adam_update(p, grad, s, o);
     });
