@@ -8,6 +8,7 @@
 #include <new>
 #include <utility>
 
+#include "terra/core/allocator.hpp"
 #include "terra/core/device.hpp"
 #include "terra/core/error.hpp"
 #include "terra/core/pending.hpp"
@@ -44,12 +45,12 @@ class Ref {
 // header (64-byte aligned); wrapped blocks call the user's deleter (or none).
 class Storage {
  public:
-  static constexpr size_t kAlign = 64;
+  static constexpr size_t kAlign = detail::kBlockAlign;
 
   static Ref<Storage> allocate(size_t nbytes, Device device) {
     TERRA_CHECK(device.is_cpu(), "allocate", "no allocator registered for ", device);
-    size_t header = (sizeof(Storage) + kAlign - 1) / kAlign * kAlign;
-    void* block = ::operator new(header + nbytes, std::align_val_t(kAlign), std::nothrow);
+    size_t header = header_bytes();
+    void* block = cpu_alloc(header + nbytes);
     TERRA_CHECK(block != nullptr, "allocate", "out of memory allocating ", nbytes,
                 " bytes on ", device);
     auto* s = new (block) Storage(static_cast<char*>(block) + header, nbytes, device);
@@ -76,9 +77,9 @@ class Storage {
   // Gives a lazy storage its own memory (64-byte aligned, owned).
   void allocate_lazy() {
     if (data_ != nullptr || nbytes_ == 0) return;
-    data_ = ::operator new(nbytes_, std::align_val_t(kAlign), std::nothrow);
+    data_ = cpu_alloc(nbytes_);
     TERRA_CHECK(data_ != nullptr, "allocate", "out of memory allocating ", nbytes_, " bytes");
-    deleter_ = [](void* p) { ::operator delete(p, std::align_val_t(kAlign)); };
+    deleter_ = [n = nbytes_](void* p) { cpu_free(p, n); };
   }
 
   // A fresh number from the process-wide creation counter (every storage takes one).
@@ -124,10 +125,12 @@ class Storage {
   ~Storage() {
     if (Signal* p = pending_.load(std::memory_order_acquire)) p->release();
   }
+  static size_t header_bytes() { return (sizeof(Storage) + kAlign - 1) / kAlign * kAlign; }
   static void destroy(Storage* s) {
     if (s->inline_) {
+      size_t total = header_bytes() + s->nbytes_;
       s->~Storage();
-      ::operator delete(static_cast<void*>(s), std::align_val_t(kAlign));
+      cpu_free(static_cast<void*>(s), total);
     } else {
       if (s->deleter_) s->deleter_(s->data_);
       delete s;

@@ -65,7 +65,7 @@ void gemm_builtin(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* 
   if (!accumulate)
     for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
   constexpr int64_t kKc = 256, kNc = 1024;
-  std::vector<T> bp(size_t(std::min(k, kKc) * std::min(n, kNc)));
+  ScratchBuffer<T> bp(size_t(std::min(k, kKc) * std::min(n, kNc)));
   for (int64_t jc = 0; jc < n; jc += kNc) {
     int64_t nc = std::min(kNc, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKc) {
