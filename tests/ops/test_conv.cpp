@@ -75,6 +75,10 @@ const std::vector<ConvCase> kConvCases = {
     {{1, 2, 3, 3}, {2, 2, 3, 3}, {}, false},                           // kernel = input
     {{1, 1, 2, 2}, {1, 1, 3, 3}, {1, 1, 1, 1}, true},                  // kernel > input, padded
     {{7, 2, 24, 24}, {3, 2, 3, 3}, {1, 1, 1, 1}, true},  // batch chunks of 4 + 3 images
+    // Output as wide as the input (im2col copies each kernel offset's rows at once): dilated,
+    // and with more height padding than width padding.
+    {{2, 3, 9, 9}, {4, 3, 3, 3}, {1, 2, 2, 1}, true},
+    {{2, 2, 6, 5}, {3, 2, 5, 3}, {1, {3, 1}, 1, 1}, false},
 };
 
 TEST(Conv2d, CasesAndDtypes) {

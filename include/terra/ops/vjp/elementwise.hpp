@@ -42,8 +42,10 @@ inline void Sigmoid::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<T
   const Tensor& y = c.outputs[0];
   gi[0] = g[0] * (y * (1.0 - y));
 }
+// PyTorch's threshold_backward: y <= 0 ? 0 : g (a NaN output passes g through). Two ops; a
+// product with the bool mask would cast the mask to g's dtype first.
 inline void Relu::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<Tensor> gi) {
-  gi[0] = g[0] * (c.outputs[0] > 0);
+  gi[0] = masked_fill(g[0], c.outputs[0] <= 0, 0.0);
 }
 inline void Silu::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<Tensor> gi) {
   const Tensor& x = c.inputs[0];
