@@ -3,6 +3,7 @@
 // pass; those are float32 for float16/bfloat16 inputs, else the input's dtype.
 #pragma once
 
+#include <array>
 #include <tuple>
 #include <utility>
 
@@ -102,6 +103,42 @@ struct BatchNorm : Stateless {
     out.push_back(detail::meta(x.shape(), x.dtype(), x.device()));
     out.push_back(detail::meta({ch}, stats_dtype(x.dtype()), x.device()));
     out.push_back(detail::meta({ch}, stats_dtype(x.dtype()), x.device()));
+  }
+};
+
+// inputs: {grad_out, x, [weight], save_mean, save_invstd} of a training-mode batch_norm
+// (x, grad_out: [N, C, *], the others [C], all of one float32/float64 dtype);
+// attrs.ints = {has_weight, need_input, need_weight, need_bias} -> the selected gradients in
+// that order: grad_input (x's shape), grad_weight [C], grad_bias [C]. With
+// xhat = (x - mean) * invstd over the batch and spatial dims of each channel (n values):
+// grad_bias = sum(gy), grad_weight = sum(gy * xhat),
+// grad_input = invstd * w * (gy - grad_bias / n - xhat * grad_weight / n).
+// First order only (no vjp): BatchNorm::vjp uses it when no graph of the backward is built.
+struct BatchNormBackward {
+  static void infer(const OpCall& c, MetaList& out) {
+    const auto& v = c.attrs.ints;
+    TERRA_CHECK(v.size() == 4, "batch_norm_backward", "expects 4 attrs.ints, got ", v.size());
+    TERRA_CHECK(int64_t(c.inputs.size()) == 4 + v[0], "batch_norm_backward",
+                "expects ", 4 + v[0], " inputs, got ", c.inputs.size());
+    const Tensor &g = c.inputs[0], &x = c.inputs[1];
+    TERRA_CHECK(x.dtype() == DType::Float32 || x.dtype() == DType::Float64,
+                "batch_norm_backward", "expected a float32 or float64 input, got ", x.dtype());
+    TERRA_CHECK(x.dim() >= 2, "batch_norm_backward", "expects an input of shape [N, C, *], got ",
+                x.shape());
+    TERRA_CHECK(g.shape() == x.shape(), "batch_norm_backward", "grad_output of shape ", g.shape(),
+                " does not match the input shape ", x.shape());
+    const int64_t ch = x.shape()[1];
+    for (const Tensor& t : c.inputs) {
+      TERRA_CHECK(t.dtype() == x.dtype(), "batch_norm_backward", "all inputs must be ", x.dtype(),
+                  ", got ", t.dtype());
+      TERRA_CHECK(&t == &g || &t == &x || t.shape() == Shape{ch}, "batch_norm_backward",
+                  "per-channel input of shape ", t.shape(), " must be [", ch, "] for an input of "
+                  "shape ", x.shape());
+    }
+    TERRA_CHECK(v[1] || v[2] || v[3], "batch_norm_backward", "the output mask selects no gradient");
+    if (v[1]) out.push_back(detail::meta(x.shape(), x.dtype(), x.device()));
+    if (v[2]) out.push_back(detail::meta({ch}, x.dtype(), x.device()));
+    if (v[3]) out.push_back(detail::meta({ch}, x.dtype(), x.device()));
   }
 };
 
@@ -251,6 +288,30 @@ inline std::tuple<Tensor, Tensor, Tensor> batch_norm_recorded(const Tensor& x, c
   return r;
 }
 }  // namespace detail
+
+/// The first-order gradients of a training-mode batch_norm (see op::BatchNormBackward):
+/// grad_out, x: [N, C, *]; weight (optional), save_mean, save_invstd: [C] -> (grad_input,
+/// grad_weight, grad_bias), each undefined unless output_mask selects it.
+inline std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(
+    const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& save_mean,
+    const Tensor& save_invstd, std::array<bool, 3> output_mask = {true, true, true},
+    Loc loc = Loc::current()) {
+  std::tuple<Tensor, Tensor, Tensor> r;
+  if (!output_mask[0] && !output_mask[1] && !output_mask[2]) return r;
+  SmallVector<Tensor, 5> in{grad_out, x};
+  if (weight.defined()) in.push_back(weight);
+  in.push_back(save_mean);
+  in.push_back(save_invstd);
+  Attrs a;
+  a.ints = {weight.defined(), output_mask[0], output_mask[1], output_mask[2]};
+  OutList o = dispatch(
+      {.op = Op::BatchNormBackward, .inputs = {in.data(), in.size()}, .attrs = a, .loc = loc});
+  size_t k = 0;
+  if (output_mask[0]) std::get<0>(r) = std::move(o[k++]);
+  if (output_mask[1]) std::get<1>(r) = std::move(o[k++]);
+  if (output_mask[2]) std::get<2>(r) = std::move(o[k++]);
+  return r;
+}
 
 /// x: [N, C, *] -> x's shape (see native_batch_norm).
 inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,

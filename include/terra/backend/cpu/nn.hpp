@@ -3,18 +3,28 @@
 // several independent accumulators so the compiler can vectorize them without reassociating.
 #pragma once
 
+#include <bit>
 #include <cstring>
 #include <limits>
 
 #include "terra/backend/cpu/index.hpp"
 #include "terra/ops/nn.hpp"
 
-// GCC keeps float compare-and-select out of vectorized loops unless it may assume FP compares
-// do not trap; that assumption changes no result. The hot helpers below opt in one by one.
-#if defined(__GNUC__) && !defined(__clang__)
-#define TERRA_CPU_NN_VEC __attribute__((optimize("no-trapping-math")))
+// The softmax helpers are always inlined, so that the AVX2 entry points below compile them
+// for AVX2 too. They carry no optimize attribute: a function with one loses GCC's -O3 loop
+// vectorization; their selects are bit operations (cpu::select) that vectorize without it.
+#if defined(__GNUC__) || defined(__clang__)
+#define TERRA_CPU_NN_INLINE __attribute__((always_inline)) inline
 #else
-#define TERRA_CPU_NN_VEC
+#define TERRA_CPU_NN_INLINE inline
+#endif
+
+// Runtime CPU dispatch: the default x86-64 build has SSE2 only, where the softmax exp loop
+// does not vectorize. On CPUs with AVX2 it runs clones of the row loops compiled for AVX2,
+// without FMA: no contraction, the same operations in the same order, so both paths give
+// the same bits (tests/ops/test_kernel_threads.cpp compares them).
+#if defined(TERRA_CPU_AVX2)
+#define TERRA_CPU_AVX2_CLONES 1
 #endif
 
 namespace terra::cpu {
@@ -33,22 +43,22 @@ inline Split3 split_at(const Shape& s, int64_t d) {
 }
 
 template <class T>
-TERRA_CPU_NN_VEC T row_max(const T* x, int64_t n) {
+TERRA_CPU_NN_INLINE T row_max(const T* x, int64_t n) {
   constexpr T lo = -std::numeric_limits<T>::infinity();
   T m[8] = {lo, lo, lo, lo, lo, lo, lo, lo};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
-  for (; i < n; ++i) m[0] = x[i] > m[0] ? x[i] : m[0];
+    for (int j = 0; j < 8; ++j) m[j] = select(x[i + j] > m[j], x[i + j], m[j]);
+  for (; i < n; ++i) m[0] = select(x[i] > m[0], x[i], m[0]);
   T r = m[0];
-  for (int j = 1; j < 8; ++j) r = m[j] > r ? m[j] : r;
+  for (int j = 1; j < 8; ++j) r = select(m[j] > r, m[j], r);
   return r;
 }
 
 // Sum of x (or of (x - c)^2 when Sq): 8 accumulators of T (the loop vectorizes) over blocks
 // of 512 elements, each block's sum added in double so long rows keep their precision.
 template <bool Sq, class T>
-TERRA_CPU_NN_VEC double row_sum(const T* x, int64_t n, double c = 0.0) {
+TERRA_CPU_NN_INLINE double row_sum(const T* x, int64_t n, double c = 0.0) {
   const T ct = T(c);
   double total = 0;
   for (int64_t b0 = 0; b0 < n; b0 += 512) {
@@ -73,9 +83,11 @@ TERRA_CPU_NN_VEC double row_sum(const T* x, int64_t n, double c = 0.0) {
 // 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 in two parts, p a degree-6 polynomial;
 // within 2 ulp of expf. Below -87.3 the result is 0 (no subnormals), above 88.7 it is inf,
 // NaN stays NaN.
-TERRA_CPU_NN_VEC inline float exp_vec(float x) {
-  float xc = x < -87.33654f ? -87.33654f : x;
-  xc = xc > 88.72283f ? 88.72283f : xc;
+TERRA_CPU_NN_INLINE float exp_vec(float x) {
+  // The selects are bit operations (cpu::select): GCC keeps `?:` on floats as branches, and
+  // then the loop does not vectorize.
+  float xc = select(x < -87.33654f, -87.33654f, x);
+  xc = select(xc > 88.72283f, 88.72283f, xc);
   const float t = xc * 1.44269504f + 12582912.0f;  // adding 1.5 * 2^23 rounds to an integer
   const float n = t - 12582912.0f;
   const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -89,16 +101,13 @@ TERRA_CPU_NN_VEC inline float exp_vec(float x) {
   // 2^n as two factors 2^(n/2): each stays a normal float over the whole clamped range.
   const int32_t ni = int32_t(n), n1 = ni >> 1;
   const int32_t b1 = (n1 + 127) << 23, b2 = (ni - n1 + 127) << 23;
-  float s1, s2;
-  std::memcpy(&s1, &b1, 4);
-  std::memcpy(&s2, &b2, 4);
-  float y = p * s1 * s2;
-  y = x < -87.33654f ? 0.0f : y;
-  y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
-  return x != x ? x : y;
+  float y = p * std::bit_cast<float>(b1) * std::bit_cast<float>(b2);
+  y = select(x < -87.33654f, 0.0f, y);
+  y = select(x > 88.72283f, std::numeric_limits<float>::infinity(), y);
+  return select(x != x, x, y);
 }
 template <class T>
-TERRA_CPU_NN_VEC T exp_fast(T x) {
+TERRA_CPU_NN_INLINE T exp_fast(T x) {
   if constexpr (std::is_same_v<T, float>)
     return exp_vec(x);
   else
@@ -108,7 +117,7 @@ TERRA_CPU_NN_VEC T exp_fast(T x) {
 // One contiguous row: y = softmax(x) or log_softmax(x); y holds exp(x - max) in between. A
 // row whose max is infinite gives NaN, as PyTorch does.
 template <bool Log, class T>
-TERRA_CPU_NN_VEC void softmax_row(const T* x, T* y, int64_t n) {
+TERRA_CPU_NN_INLINE void softmax_row(const T* x, T* y, int64_t n) {
   const T m = row_max(x, n);
   for (int64_t i = 0; i < n; ++i) y[i] = exp_fast(x[i] - m);
   const double s = row_sum<false>(y, n);
@@ -124,9 +133,9 @@ TERRA_CPU_NN_VEC void softmax_row(const T* x, T* y, int64_t n) {
 // Softmax over the middle dim of [n, inner] for columns [c0, c0 + w): the inner loops run over
 // contiguous columns, so a dim other than the last vectorizes too.
 template <bool Log, class T>
-TERRA_CPU_NN_VEC void softmax_cols(const T* x, T* y, int64_t n, int64_t inner, int64_t c0,
+TERRA_CPU_NN_INLINE void softmax_cols(const T* x, T* y, int64_t n, int64_t inner, int64_t c0,
                                    int64_t w) {
-  constexpr int64_t B = 64;
+  constexpr int64_t B = 64;  // kSoftmaxBlock
   T m[B], s[B];
   for (int64_t c = 0; c < w; ++c) {
     m[c] = -std::numeric_limits<T>::infinity();
@@ -134,7 +143,7 @@ TERRA_CPU_NN_VEC void softmax_cols(const T* x, T* y, int64_t n, int64_t inner, i
   }
   for (int64_t i = 0; i < n; ++i) {
     const T* r = x + i * inner + c0;
-    for (int64_t c = 0; c < w; ++c) m[c] = r[c] > m[c] ? r[c] : m[c];
+    for (int64_t c = 0; c < w; ++c) m[c] = select(r[c] > m[c], r[c], m[c]);
   }
   for (int64_t i = 0; i < n; ++i) {
     const T* r = x + i * inner + c0;
@@ -153,22 +162,54 @@ TERRA_CPU_NN_VEC void softmax_cols(const T* x, T* y, int64_t n, int64_t inner, i
   }
 }
 
+// Rows [b, e) of a last-dim softmax, or column blocks [b, e) of a middle-dim one.
+template <bool Log, class T>
+TERRA_CPU_NN_INLINE void softmax_rows(const T* x, T* y, const Split3& g, int64_t b, int64_t e) {
+  for (int64_t o = b; o < e; ++o) softmax_row<Log>(x + o * g.n, y + o * g.n, g.n);
+}
+constexpr int64_t kSoftmaxBlock = 64;
+template <bool Log, class T>
+TERRA_CPU_NN_INLINE void softmax_blocks(const T* x, T* y, const Split3& g, int64_t b,
+                                        int64_t e) {
+  const int64_t blocks = (g.inner + kSoftmaxBlock - 1) / kSoftmaxBlock;
+  for (int64_t t = b; t < e; ++t) {
+    int64_t o = t / blocks, c0 = (t % blocks) * kSoftmaxBlock;
+    int64_t off = o * g.n * g.inner;
+    softmax_cols<Log>(x + off, y + off, g.n, g.inner, c0, std::min(kSoftmaxBlock, g.inner - c0));
+  }
+}
+
+#if defined(TERRA_CPU_AVX2_CLONES)
+template <bool Log, class T>
+__attribute__((target("avx2"))) void softmax_rows_avx2(const T* x, T* y,
+                                                                        const Split3& g,
+                                                                        int64_t b, int64_t e) {
+  softmax_rows<Log>(x, y, g, b, e);
+}
+template <bool Log, class T>
+__attribute__((target("avx2"))) void softmax_blocks_avx2(const T* x, T* y,
+                                                                          const Split3& g,
+                                                                          int64_t b, int64_t e) {
+  softmax_blocks<Log>(x, y, g, b, e);
+}
+#endif
+
 template <bool Log, class T>
 void softmax_any(const T* x, T* y, const Split3& g) {
-  if (g.inner == 1) {
-    parallel_for(g.outer, g.n * 8, [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) softmax_row<Log>(x + o * g.n, y + o * g.n, g.n);
+  const bool rows = g.inner == 1;
+  const int64_t blocks = (g.inner + kSoftmaxBlock - 1) / kSoftmaxBlock;
+  const int64_t n = rows ? g.outer : g.outer * blocks;
+  const int64_t cost = rows ? g.n * 8 : g.n * kSoftmaxBlock * 8;
+#if defined(TERRA_CPU_AVX2_CLONES)
+  if (cpu_use_avx2()) {
+    parallel_for(n, cost, [&](int64_t b, int64_t e) {
+      rows ? softmax_rows_avx2<Log>(x, y, g, b, e) : softmax_blocks_avx2<Log>(x, y, g, b, e);
     });
     return;
   }
-  constexpr int64_t B = 64;
-  int64_t blocks = (g.inner + B - 1) / B;
-  parallel_for(g.outer * blocks, g.n * B * 8, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      int64_t o = t / blocks, c0 = (t % blocks) * B;
-      int64_t off = o * g.n * g.inner;
-      softmax_cols<Log>(x + off, y + off, g.n, g.inner, c0, std::min(B, g.inner - c0));
-    }
+#endif
+  parallel_for(n, cost, [&](int64_t b, int64_t e) {
+    rows ? softmax_rows<Log>(x, y, g, b, e) : softmax_blocks<Log>(x, y, g, b, e);
   });
 }
 
@@ -317,6 +358,90 @@ inline void batch_norm_kernel(const OpCall& c, std::span<Tensor> outs) {
 template <>
 inline constexpr KernelFn cpu_kernel<op::BatchNorm> = &batch_norm_kernel;
 
+// ---- batch_norm_backward ----
+// Over one row: s1 += sum(gy), s2 += sum(gy * (x - m)), 8 accumulators of T per block of 512
+// (the loop vectorizes), each block's sums added in double.
+template <class T>
+TERRA_CPU_NN_INLINE void bn_row_sums(const T* gy, const T* x, int64_t n, T m, double& s1,
+                                  double& s2) {
+  for (int64_t b0 = 0; b0 < n; b0 += 512) {
+    const int64_t b1 = std::min(n, b0 + 512);
+    T a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, q[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = b0;
+    for (; i + 8 <= b1; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        a[j] += gy[i + j];
+        q[j] += gy[i + j] * (x[i + j] - m);
+      }
+    for (; i < b1; ++i) {
+      a[0] += gy[i];
+      q[0] += gy[i] * (x[i] - m);
+    }
+    s1 += double(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+    s2 += double(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
+  }
+}
+
+struct BnGrads {
+  int64_t nb, ch, sp;
+  const void *gy, *x, *w, *mean, *inv;
+  void *gx, *gw, *gb;
+};
+
+// One task per channel, each summing its values in a fixed order: the same bits for any
+// number of threads.
+template <class T>
+void batch_norm_backward_typed(const BnGrads& a) {
+  const T *gy = static_cast<const T*>(a.gy), *x = static_cast<const T*>(a.x);
+  const T *w = static_cast<const T*>(a.w), *mean = static_cast<const T*>(a.mean);
+  const T* inv = static_cast<const T*>(a.inv);
+  T *gx = static_cast<T*>(a.gx), *gw = static_cast<T*>(a.gw), *gb = static_cast<T*>(a.gb);
+  const double n = double(a.nb * a.sp);
+  parallel_for(a.ch, std::max<int64_t>(a.nb * a.sp, 1) * 6, [&](int64_t lo, int64_t hi) {
+    for (int64_t k = lo; k < hi; ++k) {
+      const T m = mean[k];
+      double s1 = 0, s2 = 0;
+      for (int64_t i = 0; i < a.nb; ++i) {
+        const int64_t off = (i * a.ch + k) * a.sp;
+        bn_row_sums(gy + off, x + off, a.sp, m, s1, s2);
+      }
+      const double is = double(inv[k]);
+      if (gb) gb[k] = T(s1);
+      if (gw) gw[k] = T(s2 * is);
+      if (!gx) continue;
+      // PyTorch's form: gx = (gy - mean(gy) - (x - mean) * proj) * invstd * w.
+      const T mdy = T(s1 / n), proj = T(s2 * is * is / n);
+      const T scale = T(is * (w ? double(w[k]) : 1.0));
+      for (int64_t i = 0; i < a.nb; ++i) {
+        const int64_t off = (i * a.ch + k) * a.sp;
+        const T *gr = gy + off, *xr = x + off;
+        T* o = gx + off;
+        for (int64_t j = 0; j < a.sp; ++j) o[j] = (gr[j] - mdy - (xr[j] - m) * proj) * scale;
+      }
+    }
+  });
+}
+
+inline void batch_norm_backward_kernel(const OpCall& c, std::span<Tensor> outs) {
+  const auto& v = c.attrs.ints;
+  const DType dt = c.inputs[1].dtype();
+  const bool has_w = v[0] != 0;
+  Tensor gy = ix::dense(c.inputs[0], dt), x = ix::dense(c.inputs[1], dt);
+  Tensor w = has_w ? ix::dense(c.inputs[2], dt) : Tensor();
+  Tensor mean = ix::dense(c.inputs[2 + has_w], dt), inv = ix::dense(c.inputs[3 + has_w], dt);
+  const int64_t nb = x.shape()[0], ch = x.shape()[1], sp = nb && ch ? x.numel() / (nb * ch) : 0;
+  size_t k = 0;
+  auto next = [&](bool want) { return want ? outs[k++].raw_data() : nullptr; };
+  BnGrads a{nb, ch, sp, gy.raw_data(), x.raw_data(), has_w ? w.raw_data() : nullptr,
+            mean.raw_data(), inv.raw_data(), nullptr, nullptr, nullptr};
+  a.gx = next(v[1]);
+  a.gw = next(v[2]);
+  a.gb = next(v[3]);
+  TERRA_DISPATCH_FLOAT(dt, "batch_norm_backward", { batch_norm_backward_typed<T>(a); });
+}
+template <>
+inline constexpr KernelFn cpu_kernel<op::BatchNormBackward> = &batch_norm_backward_kernel;
+
 // ---- dropout ----
 // Draws in chunks: the Philox loop has no branches, so the compiler can vectorize it.
 inline void dropout_draws(uint64_t seed, uint64_t first, int64_t n, float* u) {
@@ -361,4 +486,4 @@ inline constexpr KernelFn cpu_kernel<op::Dropout> = &dropout_kernel;
 
 }  // namespace terra::cpu
 
-#undef TERRA_CPU_NN_VEC
+#undef TERRA_CPU_NN_INLINE

@@ -53,6 +53,28 @@ inline Tensor sum_over(const Tensor& t, const Dims& dims) {
   return dims.empty() ? t : sum(t, dims);
 }
 
+// A training batch_norm's first-order gradients in one op (batch_norm_backward) instead of a
+// dozen: only when no graph of the backward is built (the op has no vjp), the statistics
+// outputs get no gradient and everything is float32 or float64 alike. False: not handled.
+inline bool fused_batch_norm_grad(const VjpCtx& c, const Tensor& gy, bool stats_grad,
+                                  std::span<Tensor> gi) {
+  if (autograd::grad_mode_flag() || stats_grad || !gy.defined()) return false;
+  const DType dt = c.inputs[0].dtype();
+  if (dt != DType::Float32 && dt != DType::Float64) return false;
+  const bool has_w = c.attrs.ints[0] != 0, has_b = c.attrs.ints[1] != 0;
+  if (gy.dtype() != dt || (has_w && c.inputs[1].dtype() != dt) || c.outputs[1].dtype() != dt)
+    return false;
+  const bool want_w = has_w && c.needs_grad(1), want_b = has_b && c.needs_grad(1 + has_w);
+  if (!c.needs_grad(0) && !want_w && !want_b) return true;
+  auto [dx, dw, db] =
+      batch_norm_backward(gy, c.inputs[0], has_w ? c.inputs[1] : Tensor(), c.outputs[1],
+                          c.outputs[2], {c.needs_grad(0), want_w, want_b});
+  if (c.needs_grad(0)) gi[0] = std::move(dx);
+  if (want_w) gi[1] = std::move(dw);
+  if (want_b) gi[1 + has_w] = std::move(db);
+  return true;
+}
+
 }  // namespace detail_vjp
 
 // y = softmax(x): dx = y * (g - sum(g * y, dim)).
@@ -114,8 +136,10 @@ inline void BatchNorm::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span
   Tensor mean_b = c.outputs[1].reshape(bshape), inv_b = c.outputs[2].reshape(bshape);
   Tensor w_b = has_w ? c.inputs[iw].reshape(bshape) : Tensor();
   const Tensor& gy = g[0];
-  Tensor gxhat = gy.defined() && has_w ? gy * w_b : gy;
   Tensor gmean = detail_vjp::reshaped(g, 1, bshape), ginv = detail_vjp::reshaped(g, 2, bshape);
+  if (training && detail_vjp::fused_batch_norm_grad(c, gy, gmean.defined() || ginv.defined(), gi))
+    return;
+  Tensor gxhat = gy.defined() && has_w ? gy * w_b : gy;
   if (c.needs_grad(0)) {
     if (training)
       gi[0] = detail_vjp::norm_input_grad({x, mean_b, inv_b, red, n}, gxhat, gmean, ginv);
