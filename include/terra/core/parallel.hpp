@@ -82,4 +82,19 @@ void parallel_for(int64_t n, int64_t cost_per_item, const F& f) {
   if (n > 0) f(0, n);
 }
 
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define TERRA_CPU_AVX2 1
+#endif
+
+/// Whether CPU kernels may take their AVX2 paths: true on CPUs with AVX2. Both paths give
+/// the same bits; tests turn it off to compare them.
+inline bool& cpu_use_avx2() {
+#if defined(TERRA_CPU_AVX2)
+  static bool on = __builtin_cpu_supports("avx2");
+#else
+  static bool on = false;
+#endif
+  return on;
+}
+
 }  // namespace terra
