@@ -3,6 +3,8 @@
 // replayed without validation), in one process, and prints one JSON object per line and mode:
 //   {"program", "system": "terra", "mode", "config", "iters", "median_step_s", "p10_step_s",
 //    "p90_step_s", "matches_eager", "mismatch", "stats": {...}, "error"}
+// Step times: median, 10th and 90th percentile of the mean step time of windows of 5
+// consecutive iterations, after the first K (--skip).
 // `matches_eager` compares every fetched value, host decision and final parameter bit for bit
 // with the eager run; "error" says why a mode failed (the replay baseline throws where shapes
 // change). scripts/bench_programs.py runs this and the PyTorch peers and makes the
@@ -87,8 +89,17 @@ void report(const char* name, const char* mode, bool paper, int iters, int skip,
   js << "{\"program\": \"" << name << "\", \"system\": \"terra\", \"mode\": \"" << mode
      << "\", \"config\": \"" << (paper ? "paper" : "tiny") << "\", \"iters\": " << iters;
   if (o) {
-    std::vector<double> v(o->step_seconds.begin() + std::min<size_t>(skip, o->step_seconds.size()),
-                          o->step_seconds.end());
+    // Under the engine the host runs up to max_ahead iterations ahead of the runner, so single
+    // iterations alternate between fast (ran ahead) and slow (waited): the statistics are over
+    // the mean step time of consecutive windows of kWindow iterations.
+    constexpr size_t kWindow = 5;
+    std::vector<double> v;
+    for (size_t b = std::min<size_t>(skip, o->step_seconds.size());
+         b + kWindow <= o->step_seconds.size(); b += kWindow) {
+      double sum = 0;
+      for (size_t i = b; i < b + kWindow; ++i) sum += o->step_seconds[i];
+      v.push_back(sum / kWindow);
+    }
     std::string mismatch = eager ? programs::compare(*eager, *o) : "";
     js << ", \"median_step_s\": " << quantile(v, 0.5) << ", \"p10_step_s\": " << quantile(v, 0.1)
        << ", \"p90_step_s\": " << quantile(v, 0.9) << ", \"matches_eager\": "
