@@ -8,6 +8,7 @@ step, per system).
   scripts/bench_programs.py --programs build/release/bench/terra_programs \\
       [--config tiny|paper] [--iters 50] [--skip 10] [--threads N] [--only a,b] [--out F]
       [--python /usr/bin/python3] [--no-peers]
+  scripts/bench_programs.py --render --out F   # remake F.md and F.png from F.json
 
 Step times are medians over the iterations after the first --skip (warm-up, tracing, compiling).
 """
@@ -192,7 +193,20 @@ def main():
     ap.add_argument("--out", default="programs")
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--render", action="store_true",
+                    help="measure nothing: remake <out>.md and <out>.png from <out>.json")
     args = ap.parse_args()
+    if args.render:
+        with open(args.out + ".json") as f:
+            saved = json.load(f)
+        programs = [p for p in PROGRAMS if any(r["program"] == p for r in saved["rows"])]
+        md = markdown(saved["rows"], programs, saved["config"])
+        with open(args.out + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        if chart(saved["rows"], programs, args.out + ".png"):
+            print(f"chart: {args.out}.png")
+        return 0
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
