@@ -5,11 +5,8 @@
 // fused) are applied only where this run's storage makes them safe.
 #pragma once
 
-#include <atomic>
 #include <cstring>
-#include <exception>
 #include <memory>
-#include <mutex>
 #include <numeric>
 
 #include "terra/core/parallel.hpp"
@@ -355,27 +352,16 @@ class CpuExecutor {
         if (slots[b] < 0 && !plan_->ir.bufs[b].external) bound_[b] = st_[b];
   }
 
-  // Tiles in parallel chunks; an exception must not cross the OpenMP region, so the first one
-  // is carried out and rethrown.
+  // Tiles in parallel chunks, each chunk with its own scratch. The team stops the loop at a
+  // kernel's exception and rethrows it here.
   static void run_tiles(const std::vector<detail::FusedMember>& ms, const detail::Tiling& tl,
                         const std::vector<DType>& slot_dtype) {
-    std::exception_ptr err;
-    std::mutex mu;
-    std::atomic<bool> failed{false};
     Shape full_tile = tl.tile_shape(0);
     parallel_for(tl.count, tl.elems * int64_t(ms.size()), [&](int64_t b, int64_t e) {
-      try {
-        std::vector<Tensor> scratch;
-        for (DType dt : slot_dtype) scratch.push_back(Tensor::empty(full_tile, dt));
-        for (int64_t t = b; t < e && !failed.load(std::memory_order_relaxed); ++t)
-          run_tile(ms, tl, t, scratch);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!err) err = std::current_exception();
-        failed = true;
-      }
+      std::vector<Tensor> scratch;
+      for (DType dt : slot_dtype) scratch.push_back(Tensor::empty(full_tile, dt));
+      for (int64_t t = b; t < e; ++t) run_tile(ms, tl, t, scratch);
     });
-    if (err) std::rethrow_exception(err);
   }
 
   std::shared_ptr<const graph::Plan> plan_;
