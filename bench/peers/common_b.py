@@ -6,17 +6,15 @@ holds the nn.Module whose forward is the part a graph converter can capture (`mo
 iteration written as a PyTorch user writes it (host RNG, branches, NumPy calls) that calls
 `model` (the eager module, or its scripted / traced / compiled form).
 
-Output: one JSON line {"program", "mode", "median_step_s", "steps", "ok", "error"}.
+main() hands the program to common.main, which times it and prints the JSON line.
 """
-import argparse
-import json
 import math as _math
-import statistics
-import time
 
 import numpy as _np
 import torch
 import torch.nn as _nn
+
+import common
 
 
 class Program:
@@ -27,67 +25,20 @@ class Program:
         self.total_iters = 50  # set by main() to --iters (host schedules read it)
 
 
-def _first_line(e):
-    s = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {s[0] if s else ''}"
-
-
-def _torch_major():
-    return int(torch.__version__.split(".")[0])
-
-
-def _prepare(prog, mode):
-    """Returns (callable model, error string or None); raises when no form could be made."""
-    if mode == "eager":
-        return prog.model, None
-    if mode == "torchscript":
-        try:
-            return torch.jit.script(prog.model), None
-        except Exception as e:  # noqa: BLE001 - report whatever scripting raised
-            err = "torch.jit.script failed (" + _first_line(e) + ")"
-        if prog.example is None:
-            raise RuntimeError(err + "; no example inputs to trace with")
-        traced = torch.jit.trace(prog.model, prog.example(), check_trace=False)
-        return traced, err + "; traced instead: host-dependent control flow is frozen"
-    if mode in ("compile", "compile-ro"):
-        if _torch_major() < 2:
-            raise RuntimeError(f"torch.compile needs torch >= 2, found {torch.__version__}")
-        kw = {"mode": "reduce-overhead"} if mode == "compile-ro" else {}
-        return torch.compile(prog.model, **kw), None
-    raise ValueError(f"unknown mode {mode}")
-
-
 def main(name, build):
-    ap = argparse.ArgumentParser(description=f"PyTorch peer of the {name} paper program")
-    ap.add_argument("--mode", default="eager",
-                    choices=["eager", "torchscript", "compile", "compile-ro"])
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--config", default="tiny", choices=["tiny", "paper"])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    args = ap.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    out = {"program": name, "mode": args.mode, "median_step_s": None, "steps": 0, "ok": False,
-           "error": None}
-    try:
+    """Runs `build(config_name)`'s Program through common.main (the shared timing loop, mode
+    preparation and JSON line of every peer)."""
+    args = common.parse_args(name)
+
+    def make_step(cfg, mode, notes):
         torch.manual_seed(0)
-        prog = build(args.config)
+        prog = build(cfg["name"])
         prog.total_iters = args.iters
-        model, err = _prepare(prog, args.mode)
-        out["error"] = err
-        times = []
-        for i in range(args.iters):
-            t0 = time.perf_counter()
-            prog.step(model, i)
-            times.append(time.perf_counter() - t0)
-        skip = min(len(times) - 1, max(1, len(times) // 10))  # warm-up / compilation steps
-        out["median_step_s"] = statistics.median(times[skip:]) if times else None
-        out["steps"] = len(times)
-        out["ok"] = True
-    except Exception as e:  # noqa: BLE001 - the benchmark reports failures, it does not crash
-        msg = _first_line(e)
-        out["error"] = (out["error"] + "; " if out["error"] else "") + msg
-    print(json.dumps(out))
+        example = prog.example() if mode == "torchscript" and prog.example else ()
+        model = common.prepare(prog.model, mode, example, notes)
+        return lambda i: prog.step(model, i)
+
+    return common.main(name, {c: {"name": c} for c in ("tiny", "paper")}, make_step)
 
 
 # ---- the small ResNet of dropblock and sdpoint (examples/programs/small_resnet.hpp) ----
