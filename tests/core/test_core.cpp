@@ -1,6 +1,10 @@
 // Core pieces: dtypes, shapes, small vectors, storage lifetime, errors.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
+#include <vector>
+
 #include <terra/terra.hpp>
 
 namespace tr = terra;
@@ -75,4 +79,33 @@ TEST(Core, Version) {
   EXPECT_STREQ(tr::version(), TERRA_VERSION_STRING);
   EXPECT_EQ(TERRA_VERSION,
             TERRA_VERSION_MAJOR * 10000 + TERRA_VERSION_MINOR * 100 + TERRA_VERSION_PATCH);
+}
+
+// parallel_for on thread teams: every index exactly once for any thread count, and an
+// exception thrown in one chunk reaches the caller (never std::terminate, as an OpenMP region
+// would) with the team still usable afterwards.
+TEST(Core, ParallelForCoversEveryIndexAndRethrows) {
+  for (int threads : {1, 2, 3}) {
+    terra::set_num_threads(threads);
+    const int64_t n = 1 << 16;
+    std::vector<std::atomic<int>> hits(n);
+    terra::parallel_for(n, terra::kParallelGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "index " << i;
+    EXPECT_THROW(terra::parallel_for(n, terra::kParallelGrain,
+                                     [&](int64_t b, int64_t e) {
+                                       if (b <= n / 2 && n / 2 < e)
+                                         throw terra::Error("[terra::test] chunk failed");
+                                     }),
+                 terra::Error);
+    int64_t sum = 0;
+    std::mutex mu;
+    terra::parallel_for(n, terra::kParallelGrain, [&](int64_t b, int64_t e) {
+      std::lock_guard lk(mu);
+      sum += e - b;
+    });
+    EXPECT_EQ(sum, n);
+  }
+  terra::set_num_threads(0);
 }
