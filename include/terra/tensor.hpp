@@ -117,6 +117,9 @@ class Tensor {
   /// Untyped pointer to the first element (storage base + storage_offset()); CPU tensors only
   /// (throws otherwise). Waits until a co-executed run has produced the values.
   void* raw_data() const;
+  /// Untyped address of the first element on the tensor's own device (a device pointer for a
+  /// CUDA tensor): for backends and kernels; host code reads values through to_vector/item.
+  void* device_data() const;
   /// The value of a one-element tensor, converted to T.
   template <class T> T item() const;
   /// All elements in row-major order, converted to T.
@@ -165,9 +168,12 @@ class Tensor {
   /// A copy converted to dtype (as static_cast; float -> int truncates), or this tensor
   /// itself when it already has that dtype. Differentiable between floating dtypes.
   Tensor to(DType dtype, Loc loc = Loc::current()) const;
-  /// This tensor when already on `device`; other devices throw, since this build has no
-  /// CUDA backend.
+  /// The values on `device` (this tensor when already there); differentiable: gradients flow
+  /// back to this tensor's device. A program without the device's backend throws terra::Error.
   Tensor to(Device device, Loc loc = Loc::current()) const;
+  /// As to(device); non_blocking lets a host-to-device copy finish after the call returns (the
+  /// host values are staged first, so this tensor may be changed at once).
+  Tensor to(Device device, bool non_blocking, Loc loc = Loc::current()) const;
   /// Views of split_size entries each along dim (the last may be smaller): [10, 4].split(4)
   /// -> [4, 4], [4, 4], [2, 4]. terra::split also takes a list of sizes.
   std::vector<Tensor> split(int64_t split_size, int64_t dim = 0, Loc loc = Loc::current()) const;
@@ -350,6 +356,11 @@ inline Tensor Tensor::from_storage(Ref<Storage> storage, const Shape& shape,
 inline void* Tensor::raw_data() const {
   TERRA_CHECK(device().is_cpu(), "data", "tensor is on ", device(), "; copy it to the cpu first");
   storage()->wait_ready();  // a co-executed value: wait for the run that produces it
+  return static_cast<char*>(storage()->data()) + storage_offset() * element_size();
+}
+
+inline void* Tensor::device_data() const {
+  storage()->wait_ready();
   return static_cast<char*>(storage()->data()) + storage_offset() * element_size();
 }
 

@@ -54,11 +54,9 @@ inline Tensor Tensor::flatten(int64_t s, int64_t e, Loc loc) const { return terr
 inline Tensor Tensor::contiguous(Loc loc) const { return terra::contiguous(*this, loc); }
 inline Tensor Tensor::clone(Loc loc) const { return terra::clone(*this, loc); }
 inline Tensor Tensor::to(DType dt, Loc loc) const { return dt == dtype() ? *this : terra::copy(*this, dt, loc); }
-inline Tensor Tensor::to(Device d, Loc loc) const {
-  (void)loc;
-  if (d == device()) return *this;
-  detail::fail("to", "cannot move a tensor from ", device(), " to ", d,
-               ": this build has no CUDA backend");
+inline Tensor Tensor::to(Device d, Loc loc) const { return terra::to_device(*this, d, false, loc); }
+inline Tensor Tensor::to(Device d, bool non_blocking, Loc loc) const {
+  return terra::to_device(*this, d, non_blocking, loc);
 }
 inline std::vector<Tensor> Tensor::split(int64_t n, int64_t d, Loc loc) const { return terra::split(*this, n, d, loc); }
 inline std::vector<Tensor> Tensor::chunk(int64_t n, int64_t d, Loc loc) const { return terra::chunk(*this, n, d, loc); }
@@ -73,7 +71,9 @@ inline Tensor& write_into(Tensor& self, OpCall call) {
 }  // namespace detail
 
 inline Tensor& Tensor::copy_(const Tensor& src, Loc loc) {
-  const Tensor in[] = {src.shape() == shape() ? src : terra::expand(src, shape(), loc)};
+  // From another device: move the values here first (as torch's copy_ does).
+  const Tensor& s = src.device() == device() ? src : terra::to_device(src, device(), false, loc);
+  const Tensor in[] = {s.shape() == shape() ? s : terra::expand(s, shape(), loc)};
   Attrs a;
   a.dtype = dtype();
   return detail::write_into(*this, {.op = Op::Copy, .inputs = in, .attrs = a, .loc = loc});

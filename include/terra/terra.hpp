@@ -1,4 +1,6 @@
-// terra/terra.hpp: the whole library. Reaches no CUDA header.
+// terra/terra.hpp: the whole library. Reaches no CUDA header unless TERRA_WITH_CUDA is defined
+// (by the terra::cuda target); then it adds the host side of the CUDA backend (devices, streams,
+// allocator). The CUDA kernels come from <terra/cuda.hpp>, included by one .cu unit.
 #pragma once
 
 #include "terra/core/config.hpp"
@@ -22,3 +24,6 @@
 #include "terra/nn/nn.hpp"
 #include "terra/io/checkpoint.hpp"
 #include "terra/exec/engine.hpp"
+#if defined(TERRA_WITH_CUDA)
+#include "terra/backend/cuda/allocator.hpp"
+#endif

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "terra/backend/cpu/cpu.hpp"
+#include "terra/backend/to_device.hpp"
 
 namespace terra {
 
@@ -18,7 +19,8 @@ inline bool any_reduced(std::span<const Tensor> ts) {
 template <class OpT>
 void run_upcast(const OpCall& c, std::span<Tensor> outs) {
   KernelFn k = cpu_kernel<OpT>;
-  if (std::is_same_v<OpT, op::Copy> || (!any_reduced(c.inputs) && !any_reduced(outs))) {
+  if (std::is_same_v<OpT, op::Copy> || std::is_same_v<OpT, op::ToDevice> ||
+      (!any_reduced(c.inputs) && !any_reduced(outs))) {
     return k(c, outs);
   }
   SmallVector<Tensor, 4> ins;
@@ -51,7 +53,7 @@ KernelFn find_kernel(Op op, Device device) {
 inline KernelFn find_kernel(Op op, Device device) {
 #endif
   if (device.is_cpu()) return cpu::kernel_table()[static_cast<int>(op)];
-  return nullptr;  // the CUDA backend registers here when compiled with TERRA_WITH_CUDA
+  return detail::device_kernels(device.type)[static_cast<int>(op)];
 }
 
 }  // namespace terra

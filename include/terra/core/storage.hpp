@@ -10,6 +10,7 @@
 
 #include "terra/core/allocator.hpp"
 #include "terra/core/device.hpp"
+#include "terra/core/device_backend.hpp"
 #include "terra/core/error.hpp"
 #include "terra/core/pending.hpp"
 
@@ -48,13 +49,22 @@ class Storage {
   static constexpr size_t kAlign = detail::kBlockAlign;
 
   static Ref<Storage> allocate(size_t nbytes, Device device) {
-    TERRA_CHECK(device.is_cpu(), "allocate", "no allocator registered for ", device);
+    if (!device.is_cpu()) return allocate_on(nbytes, device);
     size_t header = header_bytes();
     void* block = cpu_alloc(header + nbytes);
     TERRA_CHECK(block != nullptr, "allocate", "out of memory allocating ", nbytes,
                 " bytes on ", device);
     auto* s = new (block) Storage(static_cast<char*>(block) + header, nbytes, device);
     s->inline_ = true;
+    return Ref<Storage>(s);
+  }
+
+  // nbytes on a device: from its backend's allocator, given back to it by the last reference.
+  static Ref<Storage> allocate_on(size_t nbytes, Device device) {
+    const DeviceBackend& b = device_backend(device, "allocate");
+    void* p = nbytes ? b.alloc(nbytes, device.index) : nullptr;
+    auto* s = new Storage(p, nbytes, device);
+    if (p) s->deleter_ = [&b, nbytes, i = int(device.index)](void* q) { b.free(q, nbytes, i); };
     return Ref<Storage>(s);
   }
 

@@ -135,6 +135,7 @@ class Engine final : public trace::Hook {
     int64_t iterations = 0;          ///< iterations started there
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
+    bool eager_only = false;         ///< ran ops on a non-CPU device: never traced again
   };
   /// The trace graphs by call site, with their compiled plans (io/trace_dump.hpp dumps them).
   const std::unordered_map<uint64_t, GraphState>& graphs() const { return graphs_; }
@@ -178,7 +179,8 @@ class Engine final : public trace::Hook {
     ++stats_.iterations;
     in_iteration_ = true;
     bool warm = gs_->iterations++ >= opts_.warmup;
-    started_coexec_ = opts_.coexecute && !gs_->graph.empty() && ready(0);
+    device_op_ = false;
+    started_coexec_ = opts_.coexecute && !gs_->eager_only && !gs_->graph.empty() && ready(0);
     path_.clear();
     diverged_.clear();
     iter_t0_ = opts_.timeline ? exec::now_us() : 0;
@@ -186,7 +188,7 @@ class Engine final : public trace::Hook {
       mode_ = trace::Mode::CoExecuting;
       enter_block(0, true);
     } else {
-      mode_ = opts_.coexecute && warm ? trace::Mode::Tracing : trace::Mode::Eager;
+      mode_ = opts_.coexecute && warm && !gs_->eager_only ? trace::Mode::Tracing : trace::Mode::Eager;
     }
     prev_hook_ = trace::active_hook();
     if (mode_ != trace::Mode::Eager) trace::active_hook() = this;
@@ -216,7 +218,13 @@ class Engine final : public trace::Hook {
     } else {
       ++stats_.eager;
     }
-    if (mode_ == trace::Mode::Tracing) {
+    if (mode_ == trace::Mode::Tracing && device_op_) {
+      // The CPU plans cannot run device ops: the call site runs eagerly from now on.
+      gs_->eager_only = true;
+      gs_->graph = {};
+      gs_->compiled.clear();
+      ++stats_.reasons[kDeviceReason];
+    } else if (mode_ == trace::Mode::Tracing) {
       if (exception) {
         if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
       } else if (!(opts_.unchecked_replay && !gs_->graph.empty())) {  // a replay keeps its capture
@@ -328,9 +336,19 @@ class Engine final : public trace::Hook {
   }
 
   // ---- op calls ----
+  static constexpr const char* kDeviceReason =
+      "ops on a non-CPU device: co-execution runs CPU plans only, so this call site runs eagerly";
+  static bool on_device(const OpCall& call) {
+    if (call.inputs.empty()) return !call.attrs.device.is_cpu();
+    for (const Tensor& t : call.inputs)
+      if (!t.device().is_cpu()) return true;
+    return call.op == Op::ToDevice || (call.out && !call.out->device().is_cpu());
+  }
+
   OutList traced(const OpCall& call, const OpInfo& info) {
     detail::Prepared p;
     detail::prepare(call, info, p);
+    if (TERRA_UNLIKELY(on_device(call))) device_op_ = true;
     trace::OpRecord r = rec_.start(call);
     OutList outs = detail::execute_eager(call, info, p);
     rec_.finish(std::move(r), call, outs);
@@ -407,8 +425,12 @@ class Engine final : public trace::Hook {
     detail::prepare(call, info, p);
     trace::OpRecord r = rec_.start(call);
     expect_outputs(call, p, r);
-    if (const char* why = opts_.unchecked_replay ? next_captured(call, r) : find_node(r); *why) {
+    const char* why = on_device(call)            ? kDeviceReason
+                      : opts_.unchecked_replay ? next_captured(call, r)
+                                               : find_node(r);
+    if (*why) {
       diverged_ = why;
+      if (why == kDeviceReason) device_op_ = true;
       launch_segment(int32_t(idx_));
       mode_ = trace::Mode::Tracing;
       r.outs.clear();
@@ -488,6 +510,7 @@ class Engine final : public trace::Hook {
   trace::Mode mode_ = trace::Mode::Eager;
   trace::Hook* prev_hook_ = nullptr;
   bool started_coexec_ = false;
+  bool device_op_ = false;  // this iteration ran an op on a non-CPU device
   bool in_iteration_ = false;
   std::string diverged_;
   // the walk through the current block

@@ -30,7 +30,10 @@ inline void check_inputs(const OpCall& call, const OpInfo& info) {
 inline void run_kernel(const OpCall& call, const OpInfo& info, std::span<Tensor> outs) {
   Device dev = call.inputs.empty() ? call.attrs.device : call.inputs[0].device();
   KernelFn k = find_kernel(call.op, dev);
-  TERRA_CHECK(k != nullptr, info.name, "not implemented on ", dev);
+  if (TERRA_UNLIKELY(k == nullptr)) {
+    if (!dev.is_cpu()) device_backend(dev, info.name);  // says when no backend is linked at all
+    detail::fail(info.name, "not implemented on ", dev);
+  }
   k(call, outs);
 }
 

@@ -129,6 +129,15 @@ KernelFn find_kernel(Op op, Device device);
 inline KernelFn find_kernel(Op op, Device device);
 #endif
 
+namespace detail {
+// The kernels of the non-CPU device types, indexed by Op; a backend's registration fills its
+// row before main (the CPU table is built by backend/kernels.hpp).
+inline KernelFn* device_kernels(DeviceType t) {
+  static KernelFn table[kNumDeviceTypes][kNumOps] = {};
+  return table[static_cast<int>(t)];
+}
+}  // namespace detail
+
 // Small helpers for the rules.
 namespace detail {
 inline OutMeta meta(Shape shape, DType dtype, Device device) {

@@ -218,6 +218,18 @@ struct Squeeze : Stateless {
 };
 
 // Concatenate along attrs.ints[0]; every other dim must match.
+// The same values on attrs.device. attrs.ints = {source device type, source index,
+// non_blocking}: the vjp sends the gradient back to the source device.
+struct ToDevice : Stateless {
+  static constexpr uint8_t saves = kSaveNone;
+  TERRA_VJP;
+  static void infer(const OpCall& c, MetaList& out) {
+    const Tensor& x = c.inputs[0];
+    device_backend(c.attrs.device.is_cpu() ? x.device() : c.attrs.device, "to");
+    out.push_back(detail::meta(x.shape(), x.dtype(), c.attrs.device));
+  }
+};
+
 struct Cat : Stateless {
   static constexpr uint8_t saves = kSaveNone;
   TERRA_VJP;
@@ -350,6 +362,20 @@ inline Tensor contiguous(const Tensor& x, Loc loc = Loc::current()) {
 /// A new contiguous tensor with x's values and dtype that shares nothing with x; gradients
 /// flow back to x (use detach() to cut them, as in LibTorch).
 inline Tensor clone(const Tensor& x, Loc loc = Loc::current()) { return copy(x, x.dtype(), loc); }
+
+/// x's values on `device` (x itself when it is there already); gradients flow back to x's
+/// device. non_blocking: a host-to-device copy may still be in flight on return (the host
+/// values are staged first, so x may be changed at once); other directions complete.
+inline Tensor to_device(const Tensor& x, Device device, bool non_blocking = false,
+                        Loc loc = Loc::current()) {
+  if (x.device() == device) return x;
+  const Tensor in[] = {x};
+  Attrs a;
+  a.device = device;
+  a.dtype = x.dtype();
+  a.ints = {int64_t(x.device().type), int64_t(x.device().index), int64_t(non_blocking)};
+  return dispatch1({.op = Op::ToDevice, .inputs = in, .attrs = std::move(a), .loc = loc});
+}
 
 /// Concatenate along dim (dtypes promote).
 inline Tensor cat(const std::vector<Tensor>& xs, int64_t dim = 0, Loc loc = Loc::current()) {

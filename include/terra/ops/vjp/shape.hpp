@@ -82,6 +82,9 @@ inline void Select::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<Te
   int64_t i = c.attrs.ints[1] < 0 ? c.attrs.ints[1] + in[d] : c.attrs.ints[1];
   gi[0] = detail_vjp::unslice(g[0].unsqueeze(d), in, d, i, 1);
 }
+inline void ToDevice::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<Tensor> gi) {
+  gi[0] = to_device(g[0], Device{DeviceType(c.attrs.ints[0]), int8_t(c.attrs.ints[1])});
+}
 inline void Cat::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<Tensor> gi) {
   int64_t d = wrap_dim(c.attrs.ints[0], g[0].dim(), "cat");
   int64_t at = 0;

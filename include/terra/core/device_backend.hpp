@@ -1,0 +1,48 @@
+// terra/core/device_backend.hpp: what core/ needs from a device backend (memory, copies,
+// synchronization), as a table of function pointers the backend fills in when it is linked.
+// core/ knows nothing of CUDA: a CPU-only program simply has no entry for DeviceType::CUDA, and
+// every use of such a device reports that no backend was built in.
+#pragma once
+
+#include <cstddef>
+
+#include "terra/core/device.hpp"
+#include "terra/core/error.hpp"
+
+namespace terra {
+
+struct DeviceBackend {
+  const char* name;  // "cuda"
+  // nbytes on device `index`; throws terra::Error (with the allocator's state) when out of memory.
+  void* (*alloc)(size_t nbytes, int index);
+  void (*free)(void* p, size_t nbytes, int index);
+  // nbytes from src to dst, where at least one side is this backend's device. non_blocking: may
+  // return before the copy is done (host-to-device only; the host source is staged first, so
+  // the caller may reuse it at once). Device-to-host copies are complete on return.
+  void (*copy)(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes,
+               bool non_blocking);
+  // Waits until the work queued on device `index` (all streams) is done.
+  void (*synchronize)(int index);
+};
+
+namespace detail {
+// Per device type; null where no backend is linked. Written once, by the backend's registration
+// (a static initializer of its header), before main.
+inline const DeviceBackend*& device_backend_slot(DeviceType t) {
+  static const DeviceBackend* table[kNumDeviceTypes] = {};
+  return table[static_cast<int>(t)];
+}
+}  // namespace detail
+
+// The backend of `d`; throws terra::Error naming `what` when this program has none.
+inline const DeviceBackend& device_backend(Device d, const char* what) {
+  const DeviceBackend* b = detail::device_backend_slot(d.type);
+  if (TERRA_UNLIKELY(b == nullptr)) {
+    detail::fail(what, "no backend for ", d,
+                 " in this program: link terra::cuda (CMake) so that TERRA_WITH_CUDA is defined, "
+                 "and include <terra/cuda.hpp> in one .cu unit for the kernels");
+  }
+  return *b;
+}
+
+}  // namespace terra
