@@ -158,3 +158,15 @@ TEST(Movement, HostAccess) {
   tt::expect_error([&] { (void)bool(x == 2); }, {"[terra::bool]", "ambiguous"});
   tt::expect_error([&] { x.to(tr::Device::cuda()); }, {"[terra::to]", "cuda"});
 }
+
+// to_device: the op itself is tested on devices by tests/core/test_device.cpp (a stand-in
+// device) and tests/cuda/ (a GPU); a CPU-only program reports the missing backend.
+TERRA_COVERS("to_device");
+TEST(ToDevice, SameDeviceIsTheTensorItselfAndAMissingBackendIsAClearError) {
+  Tensor x = tr::ones({2, 3});
+  EXPECT_TRUE(x.to(tr::Device::cpu()).is_same(x));
+  tt::expect_error([&] { (void)x.to(tr::Device::cuda()); },
+                   {"[terra::to]", "no backend for cuda:0", "terra/cuda.hpp"});
+  tt::expect_error([&] { (void)tr::zeros({2}, {.device = tr::Device::cuda()}); },
+                   {"no backend for cuda:0"});
+}

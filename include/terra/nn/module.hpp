@@ -149,8 +149,8 @@ class Module : public std::enable_shared_from_this<Module> {
   /// Convert every floating parameter and buffer to dtype, in place: handles held elsewhere
   /// (members, optimizers) see the change. Call before creating optimizers.
   void to(DType dtype) { convert([&](const Tensor& t) { return is_floating(t.dtype()) ? t.to(dtype) : t; }); }
-  /// Moves every parameter and buffer to `device`, in place (handles stay valid). Throws for
-  /// any device but the CPU in this build, which has no CUDA backend.
+  /// Moves every parameter and buffer to `device`, in place (handles stay valid). Call before
+  /// creating optimizers. A device whose backend this program lacks throws terra::Error.
   void to(Device device) { convert([&](const Tensor& t) { return t.to(device); }); }
 
  private:

@@ -15,7 +15,8 @@ struct TensorOptions {
   /// Element type of the new tensor; float32 unless set, also for arange (LibTorch infers
   /// int64 there).
   DType dtype = DType::Float32;
-  /// Where the new tensor lives; terra has a CPU backend only so far, so keep Device::cpu().
+  /// Where the new tensor lives: Device::cpu(), or Device::cuda(i) in a program built with the
+  /// CUDA backend (docs/cuda.md).
   Device device = Device::cpu();
 };
 

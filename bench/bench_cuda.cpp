@@ -1,0 +1,160 @@
+// bench/bench_cuda.cpp: the eager CUDA backend on one GPU (issue 5's benchmarks). Every case
+// times GPU work with CUDA events (manual time), so the host's launch overhead counts only where
+// it is what is measured (the tiny-op case). bench/peers/cuda_torch.py runs the same workloads
+// through PyTorch on the same device; scripts/bench_cuda.sh runs both and prints the ratios.
+//   copy: cudaMemcpyAsync device to device, the bandwidth reference (bytes read + written)
+//   add, sum: terra ops on large float32 tensors, as a fraction of the copy bandwidth
+//   tiny_add: one add of 1-element tensors, host launch cost per op (no sync between ops)
+//   matmul vs cublas: terra's matmul against cublasGemmEx called directly, same shapes/dtypes
+//   train_mlp: one Adam step of a 784-1024-1024-10 MLP, batch 256
+#include <benchmark/benchmark.h>
+#include <cublas_v2.h>
+
+#include <terra/terra.hpp>
+
+namespace tr = terra;
+namespace cu = terra::cuda;
+using tr::Device;
+using tr::Tensor;
+
+namespace {
+
+const Device kDev = Device::cuda();
+
+bool skip(benchmark::State& state) {
+  if (cu::is_available()) return false;
+  state.SkipWithError("no CUDA device");
+  return true;
+}
+
+// Times `body` on the current stream with events; one timing per benchmark iteration.
+template <class F>
+void time_gpu(benchmark::State& state, F&& body) {
+  cu::Event start(true), stop(true);
+  for (int i = 0; i < 3; ++i) body();  // warm the allocator, cuBLAS and the caches
+  cu::synchronize();
+  for (auto _ : state) {
+    start.record();
+    body();
+    stop.record();
+    stop.synchronize();
+    state.SetIterationTime(double(stop.elapsed_ms(start)) / 1e3);
+  }
+}
+
+void BM_copy(benchmark::State& state) {
+  if (skip(state)) return;
+  int64_t n = state.range(0);
+  Tensor a = tr::ones({n}, {.device = kDev}), b = tr::empty({n}, {.device = kDev});
+  time_gpu(state, [&] {
+    TERRA_CUDA_CHECK(cudaMemcpyAsync(b.device_data(), a.device_data(), size_t(n) * 4,
+                                     cudaMemcpyDeviceToDevice, cu::current_stream()));
+  });
+  state.SetBytesProcessed(state.iterations() * n * 8);
+}
+
+void BM_add(benchmark::State& state) {
+  if (skip(state)) return;
+  int64_t n = state.range(0);
+  Tensor a = tr::ones({n}, {.device = kDev}), b = tr::ones({n}, {.device = kDev});
+  Tensor c;
+  time_gpu(state, [&] { c = a + b; });
+  state.SetBytesProcessed(state.iterations() * n * 12);
+}
+
+void BM_sum(benchmark::State& state) {
+  if (skip(state)) return;
+  int64_t n = state.range(0);
+  Tensor a = tr::ones({n}, {.device = kDev});
+  Tensor s;
+  time_gpu(state, [&] { s = a.sum(); });
+  state.SetBytesProcessed(state.iterations() * n * 4);
+}
+
+// Host cost of one tiny op: 100 adds queued per iteration, the device waited for at the end.
+void BM_tiny_add(benchmark::State& state) {
+  if (skip(state)) return;
+  Tensor a = tr::ones({1}, {.device = kDev}), b = tr::ones({1}, {.device = kDev});
+  Tensor c;
+  for (auto _ : state) {
+    for (int i = 0; i < 100; ++i) c = a + b;
+    cu::synchronize();
+  }
+  state.counters["us_per_op"] =
+      benchmark::Counter(double(state.iterations()) * 100 / 1e6, benchmark::Counter::kIsRate |
+                                                                     benchmark::Counter::kInvert);
+}
+
+tr::DType dtype_of(int64_t code) {
+  return code == 0 ? tr::DType::Float32 : code == 1 ? tr::DType::Float32 : tr::DType::BFloat16;
+}
+const char* dtype_label(int64_t code) { return code == 0 ? "f32" : code == 1 ? "tf32" : "bf16"; }
+
+// range(0): 0 float32, 1 float32 with TF32 allowed, 2 bfloat16; range(1): n (n x n x n).
+void BM_matmul(benchmark::State& state) {
+  if (skip(state)) return;
+  int64_t code = state.range(0), n = state.range(1);
+  state.SetLabel(dtype_label(code));
+  cu::set_allow_tf32(code == 1);
+  Tensor a = tr::rand({n, n}).to(dtype_of(code)).to(kDev);
+  Tensor b = tr::rand({n, n}).to(dtype_of(code)).to(kDev);
+  Tensor c;
+  time_gpu(state, [&] { c = tr::matmul(a, b); });
+  cu::set_allow_tf32(false);
+  state.counters["TFLOPs"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n) *
+                                                    double(state.iterations()) / 1e12,
+                                                benchmark::Counter::kIsRate);
+}
+
+void BM_cublas(benchmark::State& state) {
+  if (skip(state)) return;
+  int64_t code = state.range(0), n = state.range(1);
+  state.SetLabel(dtype_label(code));
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return state.SkipWithError("cublasCreate");
+  cublasSetStream(h, cu::current_stream());
+  Tensor a = tr::rand({n, n}).to(dtype_of(code)).to(kDev);
+  Tensor b = tr::rand({n, n}).to(dtype_of(code)).to(kDev);
+  Tensor c = tr::empty({n, n}, {.dtype = dtype_of(code), .device = kDev});
+  cudaDataType_t t = code == 2 ? CUDA_R_16BF : CUDA_R_32F;
+  cublasComputeType_t ct = code == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  float one = 1, zero = 0;
+  int m = int(n);
+  time_gpu(state, [&] {
+    cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, m, m, m, &one, b.device_data(), t, m,
+                 a.device_data(), t, m, &zero, c.device_data(), t, m, ct, CUBLAS_GEMM_DEFAULT);
+  });
+  cublasDestroy(h);
+  state.counters["TFLOPs"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n) *
+                                                    double(state.iterations()) / 1e12,
+                                                benchmark::Counter::kIsRate);
+}
+
+void BM_train_mlp(benchmark::State& state) {
+  if (skip(state)) return;
+  tr::manual_seed(0);
+  tr::nn::Sequential net(tr::nn::Linear(784, 1024), tr::nn::ReLU(), tr::nn::Linear(1024, 1024),
+                         tr::nn::ReLU(), tr::nn::Linear(1024, 10));
+  net->to(kDev);
+  tr::optim::Adam opt(net->parameters(), {.lr = 1e-3});
+  Tensor x = tr::randn({256, 784}).to(kDev);
+  Tensor y = tr::randint(0, 10, {256}).to(kDev);
+  time_gpu(state, [&] {
+    opt.zero_grad();
+    Tensor loss = tr::nn::functional::cross_entropy(net->forward(x), y);
+    loss.backward();
+    opt.step();
+  });
+}
+
+}  // namespace
+
+BENCHMARK(BM_copy)->Arg(1 << 26)->UseManualTime();
+BENCHMARK(BM_add)->Arg(1 << 26)->UseManualTime();
+BENCHMARK(BM_sum)->Arg(1 << 26)->UseManualTime();
+BENCHMARK(BM_tiny_add)->UseRealTime();
+BENCHMARK(BM_matmul)->ArgsProduct({{0, 1, 2}, {4096}})->UseManualTime();
+BENCHMARK(BM_cublas)->ArgsProduct({{0, 1, 2}, {4096}})->UseManualTime();
+BENCHMARK(BM_train_mlp)->UseManualTime();
+
+BENCHMARK_MAIN();
