@@ -136,7 +136,7 @@ elseif(STEP STREQUAL "subdir")
   run(${cmd})
 
 elseif(STEP STREQUAL "cuda")
-  configure_consumer(cuda cuda)
+  configure_consumer(cuda cuda -DCMAKE_CUDA_ARCHITECTURES=90)
   run(${cmd})
   run(${CMAKE_COMMAND} --build "${WORK_DIR}/cuda" --target cuda_check cuda_check_cu)
 

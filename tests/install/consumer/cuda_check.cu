@@ -1,9 +1,10 @@
-// A .cu unit built with nvcc against terra::cuda (built, not run: no GPU is needed): terra's
-// headers compile as CUDA C++20, and CCCL (Thrust/CUB) and cuDNN come with the target.
+// A .cu unit built with nvcc against terra::cuda (built, not run: no GPU is needed): the
+// installed <terra/cuda.hpp> (every CUDA kernel) compiles as CUDA C++20, and CCCL (Thrust/CUB)
+// and cuDNN come with the target.
 #include <thrust/device_vector.h>
 #include <cub/version.cuh>
 
-#include <terra/terra.hpp>
+#include <terra/cuda.hpp>
 #if defined(TERRA_HAS_CUDNN)
 #include <cudnn.h>
 #endif
@@ -19,6 +20,7 @@ __global__ void scale(float* p, float s, int n) {
 
 int main() {
   auto t = terra::ones({4});  // a CPU tensor from a .cu unit
+  if (terra::cuda::is_available()) t = t.to(terra::Device::cuda());
   thrust::device_vector<float> d(t.numel(), 1.0f);
   scale<<<1, 32>>>(thrust::raw_pointer_cast(d.data()), 2.0f, int(d.size()));
 #if defined(TERRA_HAS_CUDNN)
