@@ -105,11 +105,37 @@ std::vector<double> train(Device dev) {
   }
   return out;
 }
+
+// A small CNN with batch norm (an int64 buffer too), SGD with momentum and gradient clipping.
+std::vector<double> train_cnn(Device dev) {
+  tr::manual_seed(12);
+  tr::nn::Sequential net(tr::nn::Conv2d(3, 4, 3), tr::nn::BatchNorm2d(4), tr::nn::ReLU(),
+                         tr::nn::MaxPool2d(2), tr::nn::Flatten(), tr::nn::Linear(16, 3));
+  net->to(dev);
+  tr::optim::SGD opt(net->parameters(), {.lr = 0.05, .momentum = 0.9});
+  Tensor x = tt::random({4, 3, 6, 6}, tr::DType::Float32, 1).to(dev);
+  Tensor t = tr::tensor(std::vector<int64_t>{0, 2, 1, 0}).to(dev);
+  for (int i = 0; i < 3; ++i) {
+    opt.zero_grad();
+    tr::nn::functional::cross_entropy(net->forward(x), t).backward();
+    tr::optim::clip_grad_norm_(net->parameters(), 0.5);
+    opt.step();
+  }
+  std::vector<double> out;
+  for (const auto& [name, b] : net->named_buffers()) {
+    EXPECT_EQ(b.device(), dev) << name;
+    for (double v : tt::f64(b)) out.push_back(v);
+  }
+  for (Tensor p : net->parameters())
+    for (double v : tt::f64(p)) out.push_back(v);
+  return out;
+}
 }  // namespace
 
 TEST(Device, ModulesAndOptimizersTrainOnTheDevice) {
   // The stand-in runs the CPU kernels, so the device run must match the CPU run exactly.
   EXPECT_EQ(train(kDev), train(Device::cpu()));
+  EXPECT_EQ(train_cnn(kDev), train_cnn(Device::cpu()));
 }
 
 TEST(Device, CheckpointsSaveAndLoadDeviceTensors) {
@@ -147,4 +173,132 @@ TEST(Device, EngineRunsDeviceIterationsEagerly) {
   bool said = false;
   for (const auto& [why, n] : engine.stats().reasons) said |= why.find("non-CPU device") != std::string::npos;
   EXPECT_TRUE(said) << engine.stats();
+}
+
+namespace {
+// One public-API call on inputs that live on `dev`; every floating input requires grad.
+struct Case {
+  const char* name;
+  std::vector<Tensor> inputs;  // made on the CPU
+  std::function<std::vector<Tensor>(const std::vector<Tensor>&)> fn;
+};
+
+namespace F = terra::nn::functional;
+
+std::vector<Case> cases() {
+  auto f = [](tr::Shape s, uint32_t seed) { return tt::random(s, tr::DType::Float32, seed); };
+  auto idx = [](std::vector<int64_t> v, tr::Shape s) { return tr::tensor(v, s); };
+  Tensor img = f({2, 3, 6, 6}, 1);
+  return {
+      {"elementwise", {f({2, 3}, 1), f({3}, 2)},
+       [](auto& x) { return std::vector<Tensor>{tr::where(x[0] > 0, x[0] * x[1], x[0].exp()) + 2.0}; }},
+      {"reductions", {f({3, 4}, 3)},
+       [](auto& x) {
+         auto [mx, arg] = x[0].max(1);
+         return std::vector<Tensor>{x[0].sum({0}), x[0].mean(), x[0].var({1}), x[0].logsumexp({1}), mx,
+                                    arg, x[0].argmin(0), x[0].amax({0})};
+       }},
+      {"sort_topk_cumsum", {f({3, 5}, 4)},
+       [](auto& x) {
+         auto [v, i] = tr::sort(x[0], 1, true);
+         auto [tv, ti] = tr::topk(x[0], 2, 1);
+         return std::vector<Tensor>{v, i, tv, ti, tr::cumsum(x[0], 1)};
+       }},
+      {"index", {f({5, 3}, 5), idx({4, 0, 2}, {3}), idx({0, 1, 2, 1, 0, 2}, {2, 3})},
+       [](auto& x) {
+         return std::vector<Tensor>{tr::index_select(x[0], 0, x[1]), tr::gather(x[0], 0, x[2]),
+                                    tr::scatter_add(x[0], 0, x[2], x[0].narrow(0, 0, 2)),
+                                    tr::masked_select(x[0], x[0] > 0), tr::one_hot(x[1], 5),
+                                    tr::embedding(x[0], x[2])};
+       }},
+      {"shape", {f({2, 3}, 6), f({2, 2}, 7)},
+       [](auto& x) {
+         return std::vector<Tensor>{tr::cat({x[0], x[1]}, 1), tr::stack({x[0], x[0]}, 0),
+                                    x[0].t().contiguous(), x[0].unsqueeze(0).expand({4, 2, 3}).sum({0})};
+       }},
+      {"linalg", {f({2, 4, 3}, 8), f({3, 5}, 9), f({5}, 10)},
+       [](auto& x) {
+         return std::vector<Tensor>{tr::matmul(x[0], x[1]), tr::linear(x[0], x[1].t(), x[2])};
+       }},
+      {"conv_pool", {img, f({4, 3, 3, 3}, 11), f({4}, 12), f({3, 2, 2, 2}, 13)},
+       [](auto& x) {
+         Tensor y = tr::conv2d(x[0], x[1], x[2], 1, 1);
+         return std::vector<Tensor>{y, tr::max_pool2d(y, 2), tr::avg_pool2d(y, 2),
+                                    tr::adaptive_avg_pool2d(y, {1, 1}),
+                                    tr::conv_transpose2d(x[0], x[3], {}, 2)};
+       }},
+      {"norms_softmax", {f({4, 6}, 14), f({6}, 15), f({6}, 16), img},
+       [](auto& x) {
+         Tensor rm = tr::zeros({3}, {.device = x[3].device()}), rv = tr::ones({3}, {.device = x[3].device()});
+         return std::vector<Tensor>{tr::softmax(x[0], 1), tr::log_softmax(x[0], 0),
+                                    tr::layer_norm(x[0], {6}, x[1], x[2]),
+                                    tr::batch_norm(x[3], {}, {}, rm, rv, true), rm, rv};
+       }},
+      {"losses", {f({4, 3}, 17), idx({0, 2, 1, 2}, {4}), f({4, 3}, 18)},
+       [](auto& x) {
+         return std::vector<Tensor>{F::cross_entropy(x[0], x[1]), F::mse_loss(x[0], x[2]),
+                                    F::l1_loss(x[0], x[2]),
+                                    F::binary_cross_entropy_with_logits(x[0], (x[2] > 0).to(tr::DType::Float32)),
+                                    F::leaky_relu(x[0], 0.1)};
+       }},
+      {"attention", {f({1, 2, 4, 8}, 19), f({1, 2, 4, 8}, 20), f({1, 2, 4, 8}, 21)},
+       [](auto& x) {
+         Tensor m = tr::nn::functional::causal_mask(4, 4, x[0].device());
+         auto [o, w] = F::scaled_dot_product_attention(x[0], x[1], x[2], m);
+         return std::vector<Tensor>{o, w};
+       }},
+      {"random", {f({64}, 22)},
+       [](auto& x) {
+         tr::manual_seed(5);
+         return std::vector<Tensor>{tr::dropout(x[0], 0.3, true), tr::rand({8}, {.device = x[0].device()}),
+                                    tr::randn({8}, {.device = x[0].device()}),
+                                    tr::randint(0, 9, {8}, {.dtype = tr::kInt64, .device = x[0].device()})};
+       }},
+  };
+}
+
+// Outputs and input gradients of one case with its inputs on `dev`, all read back to the host.
+std::vector<std::vector<double>> run_case(const Case& c, Device dev) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : c.inputs) {
+    Tensor d = t.to(dev);
+    if (d.is_floating_point()) d = d.detach().set_requires_grad(true);
+    in.push_back(d);
+  }
+  std::vector<Tensor> out = c.fn(in);
+  std::vector<std::vector<double>> r;
+  Tensor loss;
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].device(), dev) << c.name << " output " << i;
+    r.push_back(tt::f64(out[i]));
+    if (!out[i].requires_grad()) continue;
+    Tensor term = (out[i] * double(i + 1)).sum();
+    loss = loss.defined() ? loss + term : term;
+  }
+  if (loss.defined()) loss.backward();
+  for (const Tensor& t : in) {
+    if (!t.requires_grad() || !t.grad().defined()) continue;
+    EXPECT_EQ(t.grad().device(), dev) << c.name;
+    r.push_back(tt::f64(t.grad()));
+  }
+  return r;
+}
+}  // namespace
+
+// The public API on device tensors: the same values and gradients as on the CPU (the stand-in
+// runs the CPU kernels, so any difference comes from the layers above them: a helper tensor
+// made on the wrong device, a host read of device memory, a lost gradient).
+TEST(Device, PublicOpsGiveTheCpuValuesAndGradients) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<double>> cpu, dev;
+    ASSERT_NO_THROW(cpu = run_case(c, Device::cpu()));
+    try {
+      dev = run_case(c, kDev);
+    } catch (const terra::Error& e) {
+      ADD_FAILURE() << c.name << " on the device threw: " << e.what();
+      continue;
+    }
+    EXPECT_EQ(dev, cpu);
+  }
 }

@@ -54,7 +54,7 @@ inline Tensor nll_loss(const Tensor& logp, const Tensor& target, CrossEntropyOpt
   TERRA_CHECK(t.shape() == expect, "nll_loss", "target of shape ", target.shape(),
               " does not match input of shape ", logp.shape());
   Tensor keep = t != o.ignore_index;
-  Tensor safe = where(keep, t, zeros({}, {.dtype = t.dtype()}));
+  Tensor safe = where(keep, t, zeros({}, {.dtype = t.dtype(), .device = t.device()}));
   Tensor picked = gather(lp, 1, safe.unsqueeze(1)).squeeze(1);
   Tensor w = keep.to(lp.dtype());
   Tensor loss = -picked;

@@ -122,7 +122,7 @@ inline void Minimum::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<T
 }
 inline void Where::vjp(const VjpCtx& c, std::span<const Tensor> g, std::span<Tensor> gi) {
   const Tensor& cond = c.inputs[0];
-  Tensor zero = zeros({}, {.dtype = g[0].dtype()});
+  Tensor zero = zeros({}, {.dtype = g[0].dtype(), .device = g[0].device()});
   if (c.needs_grad(1)) gi[1] = where(cond, g[0], zero);
   if (c.needs_grad(2)) gi[2] = where(cond, zero, g[0]);
 }
