@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -79,17 +78,6 @@ class DeviceGuard {
  private:
   int prev_;
 };
-
-namespace detail {
-inline std::atomic<bool>& allow_tf32_flag() {
-  static std::atomic<bool> flag{false};
-  return flag;
-}
-}  // namespace detail
-/// Whether float32 matrix products may use TF32 tensor cores (10-bit mantissa inputs, float32
-/// accumulation): off unless set, as torch.backends.cuda.matmul.allow_tf32.
-inline bool allow_tf32() { return detail::allow_tf32_flag().load(std::memory_order_relaxed); }
-inline void set_allow_tf32(bool allow) { detail::allow_tf32_flag().store(allow, std::memory_order_relaxed); }
 
 /// Waits for all work queued on cuda:index (every stream); -1: the current device.
 inline void synchronize(int index = -1) {
