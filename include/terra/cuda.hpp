@@ -14,5 +14,6 @@
 #include "terra/terra.hpp"
 #include "terra/backend/cuda/common.cuh"
 // ---- kernel families ----
+#include "terra/backend/cuda/linalg.cuh"
 // ---- registration (last: it reads every family's specializations) ----
 #include "terra/backend/cuda/register.cuh"

@@ -26,4 +26,5 @@
 #include "terra/exec/engine.hpp"
 #if defined(TERRA_WITH_CUDA)
 #include "terra/backend/cuda/allocator.hpp"
+#include "terra/backend/cuda/math_mode.hpp"
 #endif
