@@ -15,5 +15,7 @@
 #include "terra/backend/cuda/common.cuh"
 // ---- kernel families ----
 #include "terra/backend/cuda/linalg.cuh"
+#include "terra/backend/cuda/conv.cuh"
+#include "terra/backend/cuda/batch_norm.cuh"
 // ---- registration (last: it reads every family's specializations) ----
 #include "terra/backend/cuda/register.cuh"
