@@ -176,10 +176,16 @@ __global__ void adaptive_avg_pool_bwd_kernel(const T* go, T* gx, PoolGeom g, int
 }
 
 // ---- launchers: pooling ----
-// The plane sizes of input (or gradient) `in` and output `out`, with the window attrs.
+// The plane sizes of input (or gradient) `in` and output `out`; no window (adaptive pooling).
+inline PoolGeom plane_geom(const Tensor& in, const Tensor& out) {
+  return {in.size(-2), in.size(-1), out.size(-2), out.size(-1), 0, 0, 1, 1, 0, 0, 1, 1};
+}
+// With the window attrs k = {kh, kw, sh, sw, ph, pw[, dh, dw]}.
 inline PoolGeom pool_geom(const Tensor& in, const Tensor& out, const int64_t* k, bool dilated) {
-  return {in.size(-2), in.size(-1), out.size(-2), out.size(-1), k[0], k[1], k[2], k[3],
-          k[4], k[5], dilated ? k[6] : 1, dilated ? k[7] : 1};
+  PoolGeom g = plane_geom(in, out);
+  g.kh = k[0], g.kw = k[1], g.sh = k[2], g.sw = k[3], g.ph = k[4], g.pw = k[5];
+  if (dilated) g.dh = k[6], g.dw = k[7];
+  return g;
 }
 
 inline void max_pool2d_kernel(const OpCall& c, std::span<Tensor> outs) {
@@ -216,7 +222,7 @@ inline void adaptive_avg_pool2d_kernel(const OpCall& c, std::span<Tensor> outs) 
   int64_t n = y.numel();
   if (n == 0) return;
   Tensor x = la::dense(c.inputs[0], y.dtype(), "adaptive_avg_pool2d");
-  PoolGeom g = pool_geom(x, y, c.attrs.ints.data(), false);
+  PoolGeom g = plane_geom(x, y);
   la::dispatch_float(y.dtype(), "adaptive_avg_pool2d", [&]<class T>() {
     adaptive_avg_pool_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(ptr<const T>(x),
                                                                         ptr<T>(y), g, n);
@@ -290,7 +296,7 @@ inline void adaptive_avg_pool2d_backward_kernel(const OpCall& c, std::span<Tenso
   int64_t n = gx.numel();
   if (n == 0) return;
   Tensor go = la::dense(c.inputs[0], gx.dtype(), op);
-  PoolGeom g = pool_geom(gx, go, c.attrs.ints.data(), false);
+  PoolGeom g = plane_geom(gx, go);
   la::dispatch_float(gx.dtype(), op, [&]<class T>() {
     adaptive_avg_pool_bwd_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(ptr<const T>(go),
                                                                             ptr<T>(gx), g, n);
