@@ -17,5 +17,8 @@
 #include "terra/backend/cuda/linalg.cuh"
 #include "terra/backend/cuda/conv.cuh"
 #include "terra/backend/cuda/batch_norm.cuh"
+#include "terra/backend/cuda/index.cuh"
+#include "terra/backend/cuda/random.cuh"
+#include "terra/backend/cuda/shape.cuh"
 // ---- registration (last: it reads every family's specializations) ----
 #include "terra/backend/cuda/register.cuh"
