@@ -113,9 +113,9 @@ TEST(CudaIndex, IndexSelectDimsDtypesLayouts) {
         Tensor cpu = terra::index_select(x, d, idx);
         for (const Tensor& xd : device_layouts(x))
           for (const Tensor& id : device_layouts(idx))
-            expect_same(terra::index_select(xd, d, id), cpu,
-                        std::string("index_select ") + terra::dtype_name(dt) + " dim " +
-                            std::to_string(d));
+            expect_same(
+                terra::index_select(xd, d, id), cpu,
+                std::string("index_select ") + terra::dtype_name(dt) + " dim " + std::to_string(d));
       }
   }
 }
@@ -153,9 +153,9 @@ TEST(CudaIndex, GatherDimsDtypesLayouts) {
         Tensor cpu = terra::gather(x, d, idx);
         for (const Tensor& xd : device_layouts(x))
           for (const Tensor& id : device_layouts(idx))
-            expect_same(terra::gather(xd, d, id), cpu,
-                        std::string("gather ") + terra::dtype_name(dt) + " dim " +
-                            std::to_string(d));
+            expect_same(
+                terra::gather(xd, d, id), cpu,
+                std::string("gather ") + terra::dtype_name(dt) + " dim " + std::to_string(d));
       }
   }
   Tensor x = tt::random({3, 4}, DType::Float32, 52);
@@ -176,8 +176,8 @@ TEST(CudaIndex, ScatterAddDimsDtypesLayouts) {
       Tensor idx = random_index(is, x.shape()[size_t(dd)], uint32_t(61 + d));
       Tensor src = tt::random(ss, dt, uint32_t(62 + d));
       Tensor cpu = terra::scatter_add(x, d, idx, src);
-      std::string what = std::string("scatter_add ") + terra::dtype_name(dt) + " dim " +
-                         std::to_string(d);
+      std::string what =
+          std::string("scatter_add ") + terra::dtype_name(dt) + " dim " + std::to_string(d);
       for (const Tensor& xd : device_layouts(x))
         for (const Tensor& sd : device_layouts(src)) {
           Tensor gpu = terra::scatter_add(xd, d, idx.to(DType::Int32).to(kCuda), sd);
@@ -246,8 +246,8 @@ TEST(CudaIndex, DropoutMaskIsTheCpusBitForBit) {
   for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
     for (double p : {0.0, 0.1, 0.5, 0.9, 1.0}) {
       Tensor x = tt::random({123, 457}, dt, 90);  // several grid-stride rounds' worth
-      std::string what = std::string("dropout ") + terra::dtype_name(dt) + " p " +
-                         std::to_string(p);
+      std::string what =
+          std::string("dropout ") + terra::dtype_name(dt) + " p " + std::to_string(p);
       terra::thread_manual_seed(2024);
       auto [y1, m1] = terra::native_dropout(x, p);
       auto [y2, m2] = terra::native_dropout(x, p);  // a nonzero offset
@@ -290,10 +290,10 @@ TEST(CudaIndex, OutOfRangeIndicesGiveTheCpuMessages) {
     EXPECT_EQ(g, c);
     for (const char* f : frags) EXPECT_NE(g.find(f), std::string::npos) << g;
   };
-  same([&] { terra::index_select(x, 0, bad); },
-       [&] { terra::index_select(xd, 0, bad.to(kCuda)); }, {"index 9", "[0, 4)"});
-  same([&] { terra::index_select(x, 1, neg); },
-       [&] { terra::index_select(xd, 1, neg.to(kCuda)); }, {"index -1", "[0, 3)"});
+  same([&] { terra::index_select(x, 0, bad); }, [&] { terra::index_select(xd, 0, bad.to(kCuda)); },
+       {"index 9", "[0, 4)"});
+  same([&] { terra::index_select(x, 1, neg); }, [&] { terra::index_select(xd, 1, neg.to(kCuda)); },
+       {"index -1", "[0, 3)"});
   Tensor empty_rows = terra::zeros({0, 3});  // an empty result still checks its index
   same([&] { terra::index_select(empty_rows, 1, ints({5})); },
        [&] { terra::index_select(empty_rows.to(kCuda), 1, ints({5}).to(kCuda)); },
@@ -304,9 +304,7 @@ TEST(CudaIndex, OutOfRangeIndicesGiveTheCpuMessages) {
   Tensor si = ints({2, -2, 5}, {1, 3}, DType::Int32);
   Tensor src = tt::random({1, 3}, DType::Float16, 101);
   same([&] { terra::scatter_add(x.to(DType::Float16), 0, si, src); },
-       [&] {
-         terra::scatter_add(x.to(DType::Float16).to(kCuda), 0, si.to(kCuda), src.to(kCuda));
-       },
+       [&] { terra::scatter_add(x.to(DType::Float16).to(kCuda), 0, si.to(kCuda), src.to(kCuda)); },
        {"index -2"});
   Tensor oi = ints({1, 3, 0, 4}, {2, 2});
   same([&] { terra::one_hot(oi, 3); }, [&] { terra::one_hot(oi.to(kCuda), 3); },

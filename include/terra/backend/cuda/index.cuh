@@ -50,7 +50,7 @@ __global__ void check_index_kernel(const I* idx, Indexer ii, int64_t n, int64_t 
 // m walks {x with stride 0 at d, idx}; xsd is x's real stride at d.
 template <class U, class I>
 __global__ void gather_elems(U* out, const U* x, const I* idx, MultiIndexer<2> m, int64_t xsd,
-                              int64_t size, int64_t n) {
+                             int64_t size, int64_t n) {
   for (int64_t i = first_thread(); i < n; i += thread_count()) {
     int64_t off[2];
     m.offsets(i, off);
@@ -76,7 +76,7 @@ __device__ inline void atomic_add(bool* p, bool v) {
 // the additions into one element is the hardware's: not deterministic for floats.
 template <class A, class S, class I>
 __global__ void scatter_add_elems(A* acc, const S* src, const I* idx, MultiIndexer<3> m,
-                                   int64_t asd, int64_t size, int64_t n) {
+                                  int64_t asd, int64_t size, int64_t n) {
   for (int64_t i = first_thread(); i < n; i += thread_count()) {
     int64_t off[3];
     m.offsets(i, off);
@@ -94,7 +94,7 @@ static __global__ void mask_flags_kernel(int64_t* flags, const uint8_t* mask, In
 // out[incl[i] - 1] = x[i] where mask[i]; m walks {x, mask} broadcast.
 template <class U>
 __global__ void masked_select_elems(U* out, const U* x, const uint8_t* mask, MultiIndexer<2> m,
-                                     const int64_t* incl, int64_t count, int64_t n) {
+                                    const int64_t* incl, int64_t count, int64_t n) {
   for (int64_t i = first_thread(); i < n; i += thread_count()) {
     int64_t off[2];
     m.offsets(i, off);
@@ -210,7 +210,7 @@ inline void launch_gather(const Tensor& out, const Tensor& x, const Tensor& inde
     by_index(index.dtype(), [&](auto itag) {
       using I = decltype(itag);
       gather_elems<U, I><<<grid_for(n), kThreads, 0, stream()>>>(ptr<U>(out), ptr<U>(x),
-                                                                  ptr<I>(index), m, xsd, size, n);
+                                                                 ptr<I>(index), m, xsd, size, n);
     });
   });
   check_launch(op);
@@ -269,8 +269,8 @@ inline void gather_kernel(const OpCall& c, std::span<Tensor> outs) {
     Strides xs = ix::strides1(x);
     int64_t xsd = xs[size_t(d)];
     xs[size_t(d)] = 0;
-    ix::launch_gather(out, x, index, ix::multi<2>(ix::shape1(out), {xs, ix::strides1(index)}),
-                      xsd, size, "gather");
+    ix::launch_gather(out, x, index, ix::multi<2>(ix::shape1(out), {xs, ix::strides1(index)}), xsd,
+                      size, "gather");
   }
   check.raise("gather", d, size);
 }

@@ -44,10 +44,14 @@ void launch_dropout(const OpCall& c, std::span<Tensor> outs) {
 inline void dropout_kernel(const OpCall& c, std::span<Tensor> outs) {
   if (c.inputs[0].numel() == 0) return;
   switch (c.inputs[0].dtype()) {
-    case DType::Float16: return rnd::launch_dropout<Half, float>(c, outs);
-    case DType::BFloat16: return rnd::launch_dropout<BFloat16, float>(c, outs);
-    case DType::Float32: return rnd::launch_dropout<float, float>(c, outs);
-    case DType::Float64: return rnd::launch_dropout<double, double>(c, outs);
+    case DType::Float16:
+      return rnd::launch_dropout<Half, float>(c, outs);
+    case DType::BFloat16:
+      return rnd::launch_dropout<BFloat16, float>(c, outs);
+    case DType::Float32:
+      return rnd::launch_dropout<float, float>(c, outs);
+    case DType::Float64:
+      return rnd::launch_dropout<double, double>(c, outs);
     default:
       terra::detail::fail("dropout", "expected a floating dtype, got ",
                           dtype_name(c.inputs[0].dtype()));

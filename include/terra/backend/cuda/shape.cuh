@@ -19,11 +19,16 @@ __device__ inline int64_t thread_count() { return int64_t(gridDim.x) * blockDim.
 template <class F>
 void by_size(size_t size, const char* op, F&& f) {
   switch (size) {
-    case 1: return f(uint8_t{});
-    case 2: return f(uint16_t{});
-    case 4: return f(uint32_t{});
-    case 8: return f(uint64_t{});
-    default: terra::detail::fail(op, "unsupported element size ", size);
+    case 1:
+      return f(uint8_t{});
+    case 2:
+      return f(uint16_t{});
+    case 4:
+      return f(uint32_t{});
+    case 8:
+      return f(uint64_t{});
+    default:
+      terra::detail::fail(op, "unsupported element size ", size);
   }
 }
 
@@ -31,10 +36,14 @@ void by_size(size_t size, const char* op, F&& f) {
 // not see): bool is "!= 0" read as float, float16/bfloat16 go through float.
 template <class To, class From>
 __device__ To convert(From v) {
-  if constexpr (std::is_same_v<To, bool>) return static_cast<float>(v) != 0.0f;
-  else if constexpr (std::is_same_v<To, Half> || std::is_same_v<To, BFloat16>) return To(float(v));
-  else if constexpr (std::is_same_v<From, Half> || std::is_same_v<From, BFloat16>) return To(float(v));
-  else return static_cast<To>(v);
+  if constexpr (std::is_same_v<To, bool>)
+    return static_cast<float>(v) != 0.0f;
+  else if constexpr (std::is_same_v<To, Half> || std::is_same_v<To, BFloat16>)
+    return To(float(v));
+  else if constexpr (std::is_same_v<From, Half> || std::is_same_v<From, BFloat16>)
+    return To(float(v));
+  else
+    return static_cast<To>(v);
 }
 
 // A view of t narrowed along dim (kernel-internal, no dispatch).
@@ -48,7 +57,8 @@ inline Tensor narrow_view(const Tensor& t, int64_t dim, int64_t start, int64_t l
 // ---- kernels ----
 template <class U>
 __global__ void copy_bits_kernel(U* dst, Indexer di, const U* src, Indexer si, int64_t n) {
-  for (int64_t i = first_thread(); i < n; i += thread_count()) dst[di.offset(i)] = src[si.offset(i)];
+  for (int64_t i = first_thread(); i < n; i += thread_count())
+    dst[di.offset(i)] = src[si.offset(i)];
 }
 
 template <class To, class From>
@@ -68,8 +78,8 @@ inline void copy_convert(const Tensor& src, const Tensor& dst, const char* op) {
   if (src.dtype() == dst.dtype()) {
     sh::by_size(dst.element_size(), op, [&](auto tag) {
       using U = decltype(tag);
-      sh::copy_bits_kernel<U><<<grid_for(n), kThreads, 0, stream()>>>(ptr<U>(dst), di, ptr<U>(src),
-                                                                      si, n);
+      sh::copy_bits_kernel<U>
+          <<<grid_for(n), kThreads, 0, stream()>>>(ptr<U>(dst), di, ptr<U>(src), si, n);
     });
   } else {
     TERRA_DISPATCH_ALL(dst.dtype(), op, {
