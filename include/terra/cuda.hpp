@@ -20,5 +20,8 @@
 #include "terra/backend/cuda/index.cuh"
 #include "terra/backend/cuda/random.cuh"
 #include "terra/backend/cuda/shape.cuh"
+#include "terra/backend/cuda/nn.cuh"
+#include "terra/backend/cuda/reduce.cuh"
+#include "terra/backend/cuda/sort.cuh"
 // ---- registration (last: it reads every family's specializations) ----
 #include "terra/backend/cuda/register.cuh"
