@@ -88,15 +88,16 @@ TEST(CudaReduce, MeanVarLogsumexpOverDims) {
   TERRA_REQUIRE_GPU();
   for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16}) {
     Tensor x = tt::random({4, 3, 6}, dt, 21);
-    check_reduce("mean", [](const Tensor& x, const Dims& d, bool k) { return tr::mean(x, d, k); },
-                 x, kDims3, tol_of(dt));
-    check_reduce("logsumexp",
-                 [](const Tensor& x, const Dims& d, bool k) { return tr::logsumexp(x, d, k); }, x,
-                 kDims3, tol_of(dt));
+    check_reduce(
+        "mean", [](const Tensor& x, const Dims& d, bool k) { return tr::mean(x, d, k); }, x, kDims3,
+        tol_of(dt));
+    check_reduce(
+        "logsumexp", [](const Tensor& x, const Dims& d, bool k) { return tr::logsumexp(x, d, k); },
+        x, kDims3, tol_of(dt));
     for (int64_t corr : {0, 1, 5})
-      check_reduce("var",
-                   [corr](const Tensor& x, const Dims& d, bool k) { return tr::var(x, d, corr, k); },
-                   x, kDims3, tol_of(dt) * 4);
+      check_reduce(
+          "var", [corr](const Tensor& x, const Dims& d, bool k) { return tr::var(x, d, corr, k); },
+          x, kDims3, tol_of(dt) * 4);
   }
 }
 
@@ -118,8 +119,8 @@ TEST(CudaReduce, AmaxAminAreExactWithNaN) {
 // Indices are exact: the first of tied values, the first NaN.
 TEST(CudaReduce, MaxMinArgmaxArgminTiesAndNaN) {
   TERRA_REQUIRE_GPU();
-  Tensor nan = tr::tensor(std::vector<double>{1, kNaN, 3, kNaN, 3, 3, -1, -1, 0, -0.0, 0, 2},
-                          Shape{3, 4});
+  Tensor nan =
+      tr::tensor(std::vector<double>{1, kNaN, 3, kNaN, 3, 3, -1, -1, 0, -0.0, 0, 2}, Shape{3, 4});
   for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16, DType::Int32,
                    DType::Int64, DType::Bool}) {
     // Integer-valued floats in [-2, 2): many ties along every dim.
@@ -286,9 +287,10 @@ TEST(CudaNN, SoftmaxLogSoftmaxAlongEveryDim) {
     }
   }
   // Rows with -inf, +inf and NaN: the CPU's NaN/inf results.
-  Tensor sp = tr::tensor(std::vector<double>{-kInf, 0, 1, -kInf, -kInf, -kInf, 1, kInf, 2, kNaN, 1, 2},
-                         Shape{4, 3});
-  expect_same(tr::softmax(sp.to(tt::kCuda), 1), tr::softmax(sp, 1), 1e-6, "softmax of inf/NaN rows");
+  Tensor sp = tr::tensor(
+      std::vector<double>{-kInf, 0, 1, -kInf, -kInf, -kInf, 1, kInf, 2, kNaN, 1, 2}, Shape{4, 3});
+  expect_same(tr::softmax(sp.to(tt::kCuda), 1), tr::softmax(sp, 1), 1e-6,
+              "softmax of inf/NaN rows");
   expect_same(tr::log_softmax(sp.to(tt::kCuda), 1), tr::log_softmax(sp, 1), 1e-6,
               "log_softmax of inf/NaN rows");
   Tensor e = tr::zeros({0, 4});
@@ -324,6 +326,9 @@ TEST(CudaNN, LayerNormWithAndWithoutParams) {
               tt::rtol_of(DType::Float16), "layer_norm with mixed dtypes");
   Tensor e = tr::zeros({0, 8});
   expect_same(tr::layer_norm(e.to(tt::kCuda), {8}), tr::layer_norm(e, {8}), 0, "layer_norm, empty");
-  tt::expect_error([] { (void)tr::layer_norm(tr::zeros({2, 3}).to(tt::kCuda), {4}); },
-                   {"layer_norm", "normalized_shape"});
+  tt::expect_error(
+      [] {
+        (void)tr::layer_norm(tr::zeros({2, 3}).to(tt::kCuda), {4});
+      },
+      {"layer_norm", "normalized_shape"});
 }

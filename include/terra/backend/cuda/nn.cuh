@@ -166,8 +166,8 @@ inline void layer_norm_fn(const OpCall& c, std::span<Tensor> outs) {
     const C* w = p[0].defined() ? red::cptr<C>(p[0]) : nullptr;
     const C* b = p[1].defined() ? red::cptr<C>(p[1]) : nullptr;
     layer_norm_kernel<<<grid_for(rows, kThreads / lanes), kThreads, 0, stream()>>>(
-        red::cptr<T>(x), ix, w, b, red::mptr<T>(outs[0]), ptr<C>(outs[1]), ptr<C>(outs[2]), rows,
-        n, eps, lanes);
+        red::cptr<T>(x), ix, w, b, red::mptr<T>(outs[0]), ptr<C>(outs[1]), ptr<C>(outs[2]), rows, n,
+        eps, lanes);
     check_launch("layer_norm");
   });
 }

@@ -20,14 +20,14 @@
 
 // Runs `body` with T bound to every floating dtype, the 16-bit ones included (the CUDA kernels
 // load them as float; the CPU's dispatch leaves them out because it upcasts first).
-#define TERRA_REDUCE_DISPATCH_FLOAT(dt, op, ...)                                                 \
-  switch (dt) {                                                                                  \
-    TERRA_DTYPE_CASE(Float16, ::terra::Half, __VA_ARGS__)                                        \
-    TERRA_DTYPE_CASE(BFloat16, ::terra::BFloat16, __VA_ARGS__)                                   \
-    TERRA_DTYPE_CASE(Float32, float, __VA_ARGS__)                                                \
-    TERRA_DTYPE_CASE(Float64, double, __VA_ARGS__)                                               \
-    default:                                                                                     \
-      ::terra::detail::fail(op, "expected a floating dtype, got ", ::terra::dtype_name(dt));     \
+#define TERRA_REDUCE_DISPATCH_FLOAT(dt, op, ...)                                             \
+  switch (dt) {                                                                              \
+    TERRA_DTYPE_CASE(Float16, ::terra::Half, __VA_ARGS__)                                    \
+    TERRA_DTYPE_CASE(BFloat16, ::terra::BFloat16, __VA_ARGS__)                               \
+    TERRA_DTYPE_CASE(Float32, float, __VA_ARGS__)                                            \
+    TERRA_DTYPE_CASE(Float64, double, __VA_ARGS__)                                           \
+    default:                                                                                 \
+      ::terra::detail::fail(op, "expected a floating dtype, got ", ::terra::dtype_name(dt)); \
   }
 
 namespace terra::cuda {
@@ -301,8 +301,8 @@ void launch(const R& r, const Tensor& x, const Geo& g, const char* name,
             const double* p = nullptr) {
   if (g.outs == 0) return;
   const int lanes = lanes_for(g.n);
-  reduce_kernel<T, HasP><<<grid_for(g.outs, kThreads / lanes), kThreads, 0, stream()>>>(
-      r, cptr<T>(x), g, p, lanes);
+  reduce_kernel<T, HasP>
+      <<<grid_for(g.outs, kThreads / lanes), kThreads, 0, stream()>>>(r, cptr<T>(x), g, p, lanes);
   check_launch(name);
 }
 
@@ -352,9 +352,8 @@ template <bool Max>
 void extreme_kernel(const OpCall& c, std::span<Tensor> outs) {
   Geo g = geo_of(c);
   const Tensor& x = c.inputs[0];
-  TERRA_DISPATCH_ALL(x.dtype(), op_name(c.op), {
-    launch<T>(ExtremeR<T, T, Max>{mptr<T>(outs[0])}, x, g, op_name(c.op));
-  });
+  TERRA_DISPATCH_ALL(x.dtype(), op_name(c.op),
+                     { launch<T>(ExtremeR<T, T, Max>{mptr<T>(outs[0])}, x, g, op_name(c.op)); });
 }
 
 // max/min (values and indices) and argmax/argmin (indices only).

@@ -70,8 +70,8 @@ __device__ key_t<C> ordered_key(C v) {
 }
 
 // ---- kernels ----
-#define TERRA_SORT_LOOP(q, total)                                                          \
-  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < (total);            \
+#define TERRA_SORT_LOOP(q, total)                                               \
+  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < (total); \
        q += int64_t(gridDim.x) * blockDim.x)
 
 // One thread per row, in row order: the same running double/int64 sums as the CPU, so the
@@ -115,8 +115,8 @@ __global__ void head_kernel(const int64_t* order, int64_t stride, int64_t count,
 
 // values/indices [outer, k, inner] from the first k entries of each row of `order`.
 template <class T>
-__global__ void gather_kernel(const T* x, Rows r, const int64_t* order, int64_t stride,
-                              int64_t k, T* values, int64_t* indices) {
+__global__ void gather_kernel(const T* x, Rows r, const int64_t* order, int64_t stride, int64_t k,
+                              T* values, int64_t* indices) {
   TERRA_SORT_LOOP(q, r.count * k) {
     const int64_t row = q / k, t = q - row * k;
     const int64_t j = order[row * stride + t];
@@ -154,15 +154,15 @@ Tensor segmented_sort(const K* keys, const Tensor& vals, int64_t count, int64_t 
   const int64_t* o = ptr<int64_t>(off);
   auto* ko = static_cast<K*>(keys_out.device_data());
   size_t bytes = 0;
-  check_cub(cub::DeviceSegmentedSort::StableSortPairs(nullptr, bytes, keys, ko, ptr<V>(vals),
-                                                      ptr<V>(vals_out), total, count, o, o + 1,
-                                                      stream()),
-            name);
+  check_cub(
+      cub::DeviceSegmentedSort::StableSortPairs(nullptr, bytes, keys, ko, ptr<V>(vals),
+                                                ptr<V>(vals_out), total, count, o, o + 1, stream()),
+      name);
   Tensor tmp = cuda::empty({int64_t(std::max<size_t>(bytes, 1))}, DType::Bool, dev);
-  check_cub(cub::DeviceSegmentedSort::StableSortPairs(tmp.device_data(), bytes, keys, ko,
-                                                      ptr<V>(vals), ptr<V>(vals_out), total,
-                                                      count, o, o + 1, stream()),
-            name);
+  check_cub(
+      cub::DeviceSegmentedSort::StableSortPairs(tmp.device_data(), bytes, keys, ko, ptr<V>(vals),
+                                                ptr<V>(vals_out), total, count, o, o + 1, stream()),
+      name);
   return vals_out;
 }
 
