@@ -14,6 +14,8 @@
 #include "terra/terra.hpp"
 #include "terra/backend/cuda/common.cuh"
 // ---- kernel families ----
+#include "terra/backend/cuda/elementwise.cuh"
+#include "terra/backend/cuda/factory.cuh"
 #include "terra/backend/cuda/linalg.cuh"
 #include "terra/backend/cuda/conv.cuh"
 #include "terra/backend/cuda/batch_norm.cuh"
