@@ -295,6 +295,8 @@ void unary_kernel(const OpCall& c, std::span<Tensor> outs) {
       Tensor y = output_for<O>(out);
       launch_map<O, S>(name, UnaryF<OpT, C, O>{f}, y, {x});
       finish_output(y, out);
+    } else {  // compute_dtype never picks these; say so rather than skip the op
+      terra::detail::fail(name, "unsupported dtype ", dtype_name(cd));
     }
   });
 }
@@ -347,6 +349,8 @@ void binary_kernel(const OpCall& c, std::span<Tensor> outs) {
         launch_map<O, S, S>(name, BinaryF<OpT, C, O>{f}, y, {a, b});
       }
       finish_output(y, out);
+    } else {  // compute_dtype never picks these; say so rather than skip the op
+      terra::detail::fail(name, "unsupported dtype ", dtype_name(cd));
     }
   });
 }
