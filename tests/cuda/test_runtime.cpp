@@ -113,3 +113,14 @@ TEST(CudaRuntime, MixedDevicesAreAnError) {
   Tensor b = tr::ones({3});
   tt::expect_error([&] { (void)(a + b); }, {"add", "one device", "cuda:0", "cpu"});
 }
+
+// The kernels register before main, GPU or not: every row of the op table must have one (the
+// ggml-style guarantee that a program which runs on the CPU finds all its ops on CUDA).
+TEST(CudaKernels, EveryOpOfTheTableHasACudaKernel) {
+  std::string missing;
+  for (int i = 0; i < tr::kNumOps; ++i)
+    if (tr::op_info(tr::Op(i)).kind != tr::OpKind::View &&  // views alias, no kernel runs
+        tr::find_kernel(tr::Op(i), Device::cuda()) == nullptr)
+      missing += std::string(" ") + tr::op_name(tr::Op(i));
+  EXPECT_TRUE(missing.empty()) << "no CUDA kernel for:" << missing;
+}
