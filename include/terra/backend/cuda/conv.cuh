@@ -272,7 +272,7 @@ inline void max_pool2d_backward_kernel(const OpCall& c, std::span<Tensor> outs) 
     });
     check_launch(op);
   }
-  if (!direct) la::cast_into(acc, gx, op);
+  if (!direct) copy_into(acc, gx);
 }
 
 inline void avg_pool2d_backward_kernel(const OpCall& c, std::span<Tensor> outs) {

@@ -288,7 +288,7 @@ inline void scatter_add_kernel(const OpCall& c, std::span<Tensor> outs) {
   ix::IndexCheck check(index, size, "scatter_add");
   const bool reduced = is_reduced_float(x.dtype());
   Tensor acc = reduced ? cuda::empty(x.shape(), DType::Float32, out.device()) : out;
-  copy_convert(x, acc, "scatter_add");
+  copy_into(x, acc);
   if (index.numel() > 0) {
     Strides as = ix::strides1(acc);  // acc is contiguous
     int64_t asd = as[size_t(d)];
@@ -303,7 +303,7 @@ inline void scatter_add_kernel(const OpCall& c, std::span<Tensor> outs) {
                              { ix::launch_scatter_add<T, T>(acc, src, index, m, asd, size); });
     }
   }
-  if (reduced) copy_convert(acc, out, "scatter_add");
+  if (reduced) copy_into(acc, out);
   check.raise("scatter_add", d, size);
 }
 template <>

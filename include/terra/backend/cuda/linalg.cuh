@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "terra/backend/cuda/common.cuh"
+#include "terra/backend/cuda/elementwise.cuh"  // copy_into: the one strided cast
 #include "terra/backend/cuda/math_mode.hpp"
 #include "terra/ops/linalg.hpp"
 
@@ -126,11 +127,6 @@ void dispatch_float(DType dt, const char* op, F&& body) {
        i += int64_t(gridDim.x) * blockDim.x)
 
 // ---- kernels ----
-template <class S, class D>
-__global__ void copy_cast_kernel(const S* src, Indexer ix, D* dst, int64_t n) {
-  TERRA_LA_LOOP(i, n) dst[i] = cvt<D>(src[ix.offset(i)]);
-}
-
 // c[row, j] = b[j] for `rows` rows of length n: the bias a linear product accumulates onto.
 template <class T>
 __global__ void fill_rows_kernel(const T* b, T* c, int64_t rows, int64_t n) {
@@ -171,25 +167,11 @@ __device__ A block_sum(A v, A* buf) {
 }
 
 // ---- launchers ----
-// dst (contiguous, same shape) = src's values converted to dst's dtype.
-inline void cast_into(const Tensor& src, Tensor& dst, const char* op) {
-  int64_t n = src.numel();
-  if (n == 0) return;
-  Indexer ix = indexer(src, src.shape());
-  dispatch_all(dst.dtype(), op, [&]<class D>() {
-    dispatch_all(src.dtype(), op, [&]<class S>() {
-      copy_cast_kernel<S, D><<<grid_for(n), kThreads, 0, stream()>>>(ptr<const S>(src), ix,
-                                                                     ptr<D>(dst), n);
-    });
-  });
-  check_launch(op);
-}
-
 // A contiguous copy of x in dtype dt on x's device (x itself when it already is one).
 inline Tensor dense(const Tensor& x, DType dt, const char* op) {
   if (x.dtype() == dt && x.is_contiguous()) return x;
   Tensor y = cuda::empty(x.shape(), dt, x.device());
-  cast_into(x, y, op);
+  copy_into(x, y);
   return y;
 }
 
