@@ -72,6 +72,45 @@ def main():
         opt.step()
     ms = time_gpu(step)
     out.append({"name": "BM_train_mlp/manual_time", "real_time": ms})
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                              torch.nn.MaxPool2d(2), torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.BatchNorm2d(64),
+                              torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(64 * 8 * 8, 10)).to(dev)
+    copt = torch.optim.SGD(cnn.parameters(), lr=0.01, momentum=0.9)
+    xc, yc = torch.randn(64, 3, 32, 32, device=dev), torch.randint(0, 10, (64,), device=dev)
+
+    def cnn_step():
+        copt.zero_grad()
+        torch.nn.functional.cross_entropy(cnn(xc), yc).backward()
+        copt.step()
+    out.append({"name": "BM_train_cnn/manual_time", "real_time": time_gpu(cnn_step)})
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(1000, 256)
+            self.ln1, self.ln2 = torch.nn.LayerNorm(256), torch.nn.LayerNorm(256)
+            self.attn = torch.nn.MultiheadAttention(256, 8, batch_first=True)
+            self.fc1, self.fc2 = torch.nn.Linear(256, 1024), torch.nn.Linear(1024, 256)
+            self.head = torch.nn.Linear(256, 1000)
+            self.register_buffer("mask", torch.triu(torch.ones(128, 128, dtype=torch.bool), 1))
+
+        def forward(self, idx):
+            x = self.emb(idx)
+            h = self.ln1(x)
+            y = x + self.attn(h, h, h, attn_mask=self.mask, need_weights=False)[0]
+            return self.head(y + self.fc2(torch.nn.functional.gelu(self.fc1(self.ln2(y)))))
+    blk = Block().to(dev)
+    bopt = torch.optim.AdamW(blk.parameters(), lr=1e-3)
+    xt, yt = torch.randint(0, 1000, (16, 128), device=dev), torch.randint(0, 1000, (16 * 128,), device=dev)
+
+    def block_step():
+        bopt.zero_grad()
+        torch.nn.functional.cross_entropy(blk(xt).reshape(-1, 1000), yt).backward()
+        bopt.step()
+    out.append({"name": "BM_train_transformer/manual_time", "real_time": time_gpu(block_step)})
+
     json.dump({"context": {"torch": torch.__version__, "device": torch.cuda.get_device_name()},
                "benchmarks": out}, sys.stdout, indent=1)
 

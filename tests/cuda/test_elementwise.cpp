@@ -23,7 +23,7 @@ Tensor dev(const Tensor& x) { return x.to(tt::kCuda); }
 // The same values as the device tensor xd in several device layouts, each built on the device
 // (so the copy and fill kernels make them): contiguous, transposed storage, every other element
 // of a wider tensor, and contiguous but one element past an aligned start (no vector loads).
-std::vector<Tensor> device_layouts(const Tensor& xd) {
+std::vector<Tensor> device_made_layouts(const Tensor& xd) {
   std::vector<Tensor> out{xd.contiguous()};
   int64_t r = xd.dim();
   tr::TensorOptions o{.dtype = xd.dtype(), .device = xd.device()};
@@ -82,7 +82,7 @@ void expect_like_cpu(const Fn& f, const std::vector<Tensor>& inputs, bool exact,
   }
   std::vector<Tensor> d;
   for (const Tensor& t : inputs) d.push_back(dev(t));
-  for (const Tensor& lay : device_layouts(d[0])) {
+  for (const Tensor& lay : device_made_layouts(d[0])) {
     std::vector<Tensor> in = d;
     in[0] = lay;
     if (!cpu_error.empty()) {

@@ -24,21 +24,6 @@ Tensor random_index(const Shape& s, int64_t n, uint32_t seed, DType dt = DType::
   return ints(v, s, dt);
 }
 
-// x's values on the device in several layouts: contiguous, transposed storage read back in x's
-// order, and every other element of a tensor twice as long in the last dim.
-std::vector<Tensor> device_layouts(const Tensor& x) {
-  std::vector<Tensor> out{x.to(kCuda)};
-  int64_t r = x.dim();
-  if (r >= 2) out.push_back(x.transpose(0, r - 1).contiguous().to(kCuda).transpose(0, r - 1));
-  if (r >= 1) {
-    Shape big = x.shape();
-    big.back() *= 2;
-    Tensor b = terra::zeros(big, {.dtype = x.dtype()});
-    b.slice(r - 1, 0, big.back(), 2).copy_(x);
-    out.push_back(b.to(kCuda).slice(r - 1, 0, big.back(), 2));
-  }
-  return out;
-}
 
 // The device result equals the CPU's: same shape, dtype, device and values.
 void expect_same(const Tensor& gpu, const Tensor& cpu, const std::string& what) {
@@ -72,8 +57,8 @@ TEST(CudaIndex, CatDimsLayoutsAndPromotion) {
     sb[size_t(d < 0 ? d + 3 : d)] = 2;
     Tensor b = tt::random(sb, DType::Float32, 2);
     Tensor cpu = terra::cat({a, b, a}, d);
-    for (const Tensor& ad : device_layouts(a))
-      for (const Tensor& bd : device_layouts(b))
+    for (const Tensor& ad : tt::device_layouts(a))
+      for (const Tensor& bd : tt::device_layouts(b))
         expect_same(terra::cat({ad, bd, ad}, d), cpu, "cat dim " + std::to_string(d));
   }
   // Promotion and conversion exactly as the CPU's copy: every dtype pair.
@@ -111,8 +96,8 @@ TEST(CudaIndex, IndexSelectDimsDtypesLayouts) {
         int64_t n = x.shape()[size_t(d < 0 ? d + 3 : d)];
         Tensor idx = random_index({9}, n, uint32_t(31 + d), it);
         Tensor cpu = terra::index_select(x, d, idx);
-        for (const Tensor& xd : device_layouts(x))
-          for (const Tensor& id : device_layouts(idx))
+        for (const Tensor& xd : tt::device_layouts(x))
+          for (const Tensor& id : tt::device_layouts(idx))
             expect_same(
                 terra::index_select(xd, d, id), cpu,
                 std::string("index_select ") + terra::dtype_name(dt) + " dim " + std::to_string(d));
@@ -151,8 +136,8 @@ TEST(CudaIndex, GatherDimsDtypesLayouts) {
         is[size_t(d < 0 ? d + 3 : d)] = 7;  // longer than x along d: indices repeat
         Tensor idx = random_index(is, n, uint32_t(51 + d), it);
         Tensor cpu = terra::gather(x, d, idx);
-        for (const Tensor& xd : device_layouts(x))
-          for (const Tensor& id : device_layouts(idx))
+        for (const Tensor& xd : tt::device_layouts(x))
+          for (const Tensor& id : tt::device_layouts(idx))
             expect_same(
                 terra::gather(xd, d, id), cpu,
                 std::string("gather ") + terra::dtype_name(dt) + " dim " + std::to_string(d));
@@ -178,8 +163,8 @@ TEST(CudaIndex, ScatterAddDimsDtypesLayouts) {
       Tensor cpu = terra::scatter_add(x, d, idx, src);
       std::string what =
           std::string("scatter_add ") + terra::dtype_name(dt) + " dim " + std::to_string(d);
-      for (const Tensor& xd : device_layouts(x))
-        for (const Tensor& sd : device_layouts(src)) {
+      for (const Tensor& xd : tt::device_layouts(x))
+        for (const Tensor& sd : tt::device_layouts(src)) {
           Tensor gpu = terra::scatter_add(xd, d, idx.to(DType::Int32).to(kCuda), sd);
           EXPECT_EQ(gpu.dtype(), dt) << what;
           if (terra::is_floating(dt))  // the order of the sums differs: close, not equal
@@ -205,7 +190,7 @@ TEST(CudaIndex, MaskedSelectBroadcastDtypesLayouts) {
     for (Shape ms : {Shape{4, 6}, Shape{6}, Shape{4, 1}, Shape{}}) {
       Tensor mask = tt::random(ms, DType::Bool, 71);
       Tensor cpu = terra::masked_select(x, mask);
-      for (const Tensor& xd : device_layouts(x))
+      for (const Tensor& xd : tt::device_layouts(x))
         expect_same(terra::masked_select(xd, mask.to(kCuda)), cpu,
                     std::string("masked_select ") + terra::dtype_name(dt));
     }
@@ -230,7 +215,7 @@ TEST(CudaIndex, OneHotShapesAndLayouts) {
   for (DType it : {DType::Int64, DType::Int32}) {
     Tensor idx = random_index({3, 4}, 6, 80, it);
     for (int64_t nc : {int64_t(-1), int64_t(6), int64_t(9)})
-      for (const Tensor& id : device_layouts(idx))
+      for (const Tensor& id : tt::device_layouts(idx))
         expect_same(terra::one_hot(id, nc), terra::one_hot(idx, nc),
                     "one_hot num_classes " + std::to_string(nc));
   }
@@ -251,7 +236,7 @@ TEST(CudaIndex, DropoutMaskIsTheCpusBitForBit) {
       terra::thread_manual_seed(2024);
       auto [y1, m1] = terra::native_dropout(x, p);
       auto [y2, m2] = terra::native_dropout(x, p);  // a nonzero offset
-      for (const Tensor& xd : device_layouts(x)) {
+      for (const Tensor& xd : tt::device_layouts(x)) {
         terra::thread_manual_seed(2024);
         auto [g1, n1] = terra::native_dropout(xd, p);
         auto [g2, n2] = terra::native_dropout(xd, p);

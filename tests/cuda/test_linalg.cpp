@@ -48,21 +48,6 @@ void expect_same(const Tensor& gpu, const Tensor& cpu, Tol t, const std::string&
   tt::expect_close(gpu.to(Device::cpu()), cpu.shape(), tt::f64(cpu), t.rtol, t.atol, what);
 }
 
-// x's values on the device in several layouts: contiguous, transposed storage (first and last
-// dims swapped), every other element of a wider tensor. The views are made on the device.
-std::vector<Tensor> device_layouts(const Tensor& x) {
-  std::vector<Tensor> out{x.to(tt::kCuda)};
-  int64_t r = x.dim();
-  if (r >= 2) out.push_back(x.transpose(0, r - 1).contiguous().to(tt::kCuda).transpose(0, r - 1));
-  if (r >= 1) {
-    Shape big = x.shape();
-    big.back() *= 2;
-    Tensor b = tr::zeros(big, {.dtype = x.dtype()});
-    b.slice(r - 1, 0, big.back(), 2).copy_(x);
-    out.push_back(b.to(tt::kCuda).slice(r - 1, 0, big.back(), 2));
-  }
-  return out;
-}
 
 std::string name(const char* what, DType dt, size_t layout = 0) {
   return std::string(what) + " " + tr::dtype_name(dt) + " layout " + std::to_string(layout);
@@ -105,7 +90,7 @@ TEST(CudaLinalg, MatmulStridedOperands) {
   for (DType dt : kAll) {
     Tensor a = tt::random({2, 3, 6, 5}, dt, 11), b = tt::random({3, 5, 4}, dt, 12);
     Tensor want = tr::matmul(a, b);
-    auto la = device_layouts(a), lb = device_layouts(b);
+    auto la = tt::device_layouts(a), lb = tt::device_layouts(b);
     for (size_t i = 0; i < la.size(); ++i)
       for (size_t j = 0; j < lb.size(); ++j)
         expect_same(tr::matmul(la[i], lb[j]), want, tol_of(dt), name("matmul", dt, i * 10 + j));
@@ -119,7 +104,7 @@ TEST(CudaLinalg, MatmulStridedOperands) {
     expect_same(tr::matmul(mx, lb[0]), tr::matmul(m.expand({3, 6, 5}).contiguous(), b),
                 tol_of(dt), name("matmul expanded", dt));
     Tensor v = tt::random({5}, dt, 14);
-    auto lv = device_layouts(v);
+    auto lv = tt::device_layouts(v);
     for (size_t j = 0; j < lv.size(); ++j)
       expect_same(tr::matmul(la[0], lv[j]), tr::matmul(a, v), tol_of(dt),
                   name("matmul vector", dt, j));
@@ -166,7 +151,7 @@ TEST(CudaLinalg, LinearShapesLayoutsAndDtypes) {
     Tensor w = tt::random({3, 4}, dt, 21), b = tt::random({3}, dt, 22);
     for (const Shape& s : xs) {
       Tensor x = tt::random(s, dt, 23);
-      auto lx = device_layouts(x), lw = device_layouts(w), lb = device_layouts(b);
+      auto lx = tt::device_layouts(x), lw = tt::device_layouts(w), lb = tt::device_layouts(b);
       for (size_t i = 0; i < lx.size(); ++i) {
         std::string what = name("linear", dt, i) + " x " + tr::shape_str(s);
         expect_same(tr::linear(lx[i], lw[i % lw.size()]), tr::linear(x, w), tol_of(dt), what);
@@ -218,7 +203,7 @@ TEST(CudaConv, Conv2dMatchesCpu) {
       Tensor b = tt::random({k.w[0]}, dt, seed++);
       Tensor want = tr::conv2d(x, w, b, k.stride, k.pad, k.dil, k.groups);
       Tensor want_nb = tr::conv2d(x, w, {}, k.stride, k.pad, k.dil, k.groups);
-      auto lx = device_layouts(x);
+      auto lx = tt::device_layouts(x);
       for (size_t i = 0; i < lx.size(); ++i) {
         std::string what = name("conv2d", dt, i) + " x " + tr::shape_str(k.x);
         Tensor wd = w.to(tt::kCuda), bd = b.to(tt::kCuda);
@@ -292,7 +277,7 @@ TEST(CudaPool, MaxPoolValuesAndIndicesAreExact) {
     for (const PoolCase& k : kPoolCases) {
       Tensor x = tt::random(k.x, dt, 61);
       auto [v, i] = tr::max_pool2d_with_indices(x, k.k, k.s, k.p, k.d, k.ceil);
-      auto lx = device_layouts(x);
+      auto lx = tt::device_layouts(x);
       for (size_t l = 0; l < lx.size(); ++l) {
         auto [gv, gi] = tr::max_pool2d_with_indices(lx[l], k.k, k.s, k.p, k.d, k.ceil);
         std::string what = name("max_pool2d", dt, l) + " x " + tr::shape_str(k.x);
@@ -319,7 +304,7 @@ TEST(CudaPool, AvgAndAdaptivePoolMatchCpu) {
       Tensor x = tt::random(k.x, dt, 71);
       for (bool include_pad : {true, false}) {
         Tensor want = tr::avg_pool2d(x, k.k, k.s, k.p, k.ceil, include_pad);
-        auto lx = device_layouts(x);
+        auto lx = tt::device_layouts(x);
         for (size_t l = 0; l < lx.size(); ++l)
           expect_same(tr::avg_pool2d(lx[l], k.k, k.s, k.p, k.ceil, include_pad), want, tol_of(dt),
                       name("avg_pool2d", dt, l) + " x " + tr::shape_str(k.x));
@@ -330,7 +315,7 @@ TEST(CudaPool, AvgAndAdaptivePoolMatchCpu) {
     for (const auto& [s, o] : ad) {
       Tensor x = tt::random(s, dt, 72);
       Tensor want = tr::adaptive_avg_pool2d(x, o);
-      auto lx = device_layouts(x);
+      auto lx = tt::device_layouts(x);
       for (size_t l = 0; l < lx.size(); ++l)
         expect_same(tr::adaptive_avg_pool2d(lx[l], o), want, tol_of(dt),
                     name("adaptive_avg_pool2d", dt, l) + " x " + tr::shape_str(s));

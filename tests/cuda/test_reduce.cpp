@@ -19,21 +19,6 @@ const tr::Device kCpu = tr::Device::cpu();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// The same values as x (a CPU tensor) on the device: contiguous, through a transposed storage,
-// and every other element of a longer last dim (the views are taken on the device).
-std::vector<Tensor> device_layouts(const Tensor& x) {
-  std::vector<Tensor> out{x.to(tt::kCuda)};
-  const int64_t r = x.dim();
-  if (r >= 2) out.push_back(x.transpose(0, r - 1).contiguous().to(tt::kCuda).transpose(0, r - 1));
-  if (r >= 1) {
-    Shape big = x.shape();
-    big.back() *= 2;
-    Tensor b = tr::zeros(big, {.dtype = x.dtype()});
-    b.slice(r - 1, 0, big.back(), 2).copy_(x);
-    out.push_back(b.to(tt::kCuda).slice(r - 1, 0, big.back(), 2));
-  }
-  return out;
-}
 
 double tol_of(DType dt) { return dt == DType::Float32 ? 2e-5 : tt::rtol_of(dt); }
 
@@ -59,7 +44,7 @@ void check_reduce(const char* name, const Reduce& op, const Tensor& x, std::vect
   for (const Dims& dims : dims_list)
     for (bool keepdim : {false, true}) {
       Tensor expect = op(x, dims, keepdim);
-      for (const Tensor& d : device_layouts(x))
+      for (const Tensor& d : tt::device_layouts(x))
         expect_same(op(d, dims, keepdim), expect, rtol, describe(name, d, dims, keepdim));
     }
 }
@@ -132,7 +117,7 @@ TEST(CudaReduce, MaxMinArgmaxArgminTiesAndNaN) {
         for (bool keepdim : {false, true}) {
           auto [mv, mi] = tr::max(in, dim, keepdim);
           auto [nv, ni] = tr::min(in, dim, keepdim);
-          for (const Tensor& d : device_layouts(in)) {
+          for (const Tensor& d : tt::device_layouts(in)) {
             std::string what = describe("max/min/argmax/argmin", d, {dim}, keepdim);
             auto [gv, gi] = tr::max(d, dim, keepdim);
             expect_same(gv, mv, 0, what);
@@ -145,7 +130,7 @@ TEST(CudaReduce, MaxMinArgmaxArgminTiesAndNaN) {
           }
         }
     for (const Tensor& in : inputs)
-      for (const Tensor& d : device_layouts(in)) {
+      for (const Tensor& d : tt::device_layouts(in)) {
         expect_same(tr::argmax(d), tr::argmax(in), 0, describe("argmax (flat)", d, {}, false));
         expect_same(tr::argmin(d), tr::argmin(in), 0, describe("argmin (flat)", d, {}, false));
       }
@@ -223,7 +208,7 @@ TEST(CudaSort, CumsumAlongEveryDim) {
     Tensor x = tt::random({3, 4, 5}, dt, 71);
     for (int64_t dim = -1; dim < 3; ++dim) {
       Tensor expect = tr::cumsum(x, dim);
-      for (const Tensor& d : device_layouts(x))
+      for (const Tensor& d : tt::device_layouts(x))
         expect_same(tr::cumsum(d, dim), expect, tol_of(dt), describe("cumsum", d, {dim}, false));
     }
   }
@@ -243,7 +228,7 @@ TEST(CudaSort, SortAndTopkMatchTheCpuExactly) {
     if (tr::is_floating(dt)) inputs.push_back(special.to(dt));
     for (const Tensor& x : inputs)
       for (int64_t dim = 0; dim < x.dim(); ++dim)
-        for (const Tensor& d : device_layouts(x)) {
+        for (const Tensor& d : tt::device_layouts(x)) {
           for (bool desc : {false, true}) {
             auto [v, i] = tr::sort(x, dim, desc);
             auto [gv, gi] = tr::sort(d, dim, desc);
@@ -278,7 +263,7 @@ TEST(CudaNN, SoftmaxLogSoftmaxAlongEveryDim) {
       Tensor x = tt::random(s, dt, 91, -4, 4);
       for (int64_t dim = -1; dim < std::max<int64_t>(x.dim(), 1); ++dim) {
         Tensor ys = tr::softmax(x, dim), yl = tr::log_softmax(x, dim);
-        for (const Tensor& d : device_layouts(x)) {
+        for (const Tensor& d : tt::device_layouts(x)) {
           expect_same(tr::softmax(d, dim), ys, tol_of(dt), describe("softmax", d, {dim}, false));
           expect_same(tr::log_softmax(d, dim), yl, tol_of(dt),
                       describe("log_softmax", d, {dim}, false));
@@ -310,7 +295,7 @@ TEST(CudaNN, LayerNormWithAndWithoutParams) {
         auto [y, m, r] = tr::native_layer_norm(x, ns, wc, bc, 1e-5);
         Tensor wd = wc.defined() ? wc.to(tt::kCuda) : Tensor();
         Tensor bd = bc.defined() ? bc.to(tt::kCuda) : Tensor();
-        for (const Tensor& d : device_layouts(x)) {
+        for (const Tensor& d : tt::device_layouts(x)) {
           std::string what = describe("layer_norm", d, {mode}, false);
           auto [gy, gm, gr] = tr::native_layer_norm(d, ns, wd, bd, 1e-5);
           expect_same(gy, y, tol_of(dt) * 4, what);

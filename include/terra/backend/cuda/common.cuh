@@ -67,6 +67,23 @@ inline Indexer indexer(const Tensor& t, const Shape& shape) {
   return ix;
 }
 
+// K strided tensors walked together over one shape (row-major): one pass of divisions gives
+// every tensor's element offset (the elementwise and indexing kernels' strided paths).
+template <int K>
+struct MultiIndexer {
+  int ndim = 0;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[K][kMaxDims] = {};
+  __host__ __device__ void offsets(int64_t i, int64_t (&off)[K]) const {
+    for (int k = 0; k < K; ++k) off[k] = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      int64_t q = i / sizes[d], r = i - q * sizes[d];
+      for (int k = 0; k < K; ++k) off[k] += r * strides[k][d];
+      i = q;
+    }
+  }
+};
+
 template <class T>
 T* ptr(const Tensor& t) {
   return static_cast<T*>(t.device_data());

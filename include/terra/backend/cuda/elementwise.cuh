@@ -23,22 +23,10 @@
 namespace terra::cuda {
 
 // ---- operand layout ----
-// Element offsets of N operands (output first) over one shape, for the strided path. Size-1
-// dims are dropped and dims contiguous in every operand merged, so most views need 1-3 dims.
+// The strided path's offsets of N operands (output first): size-1 dims are dropped and dims
+// contiguous in every operand merged, so most views need 1-3 dims.
 template <int N>
-struct Offsets {
-  int ndim = 0;
-  int64_t sizes[kMaxDims] = {};
-  int64_t strides[N][kMaxDims] = {};
-  __device__ void at(int64_t i, int64_t (&off)[N]) const {
-    for (int k = 0; k < N; ++k) off[k] = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
-      int64_t q = i / sizes[d], r = i - q * sizes[d];
-      for (int k = 0; k < N; ++k) off[k] += r * strides[k][d];
-      i = q;
-    }
-  }
-};
+using Offsets = MultiIndexer<N>;
 
 // ts[k] broadcast to `shape` (ts[0], the output, has that shape).
 template <int N>
@@ -152,7 +140,7 @@ __global__ void map_strided_kernel(M m, Offsets<M::kIn + 1> o, int64_t n) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t off[M::kIn + 1];
-    o.at(i, off);
+    o.offsets(i, off);
     m.strided(off, seq);
   }
 }

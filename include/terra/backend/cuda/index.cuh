@@ -19,23 +19,6 @@ namespace ix {
 using sh::first_thread;
 using sh::thread_count;
 
-// K strided tensors walked together over one shape (row-major): one pass of divisions gives
-// every tensor's element offset.
-template <int K>
-struct MultiIndexer {
-  int ndim = 0;
-  int64_t sizes[kMaxDims] = {};
-  int64_t strides[K][kMaxDims] = {};
-  __device__ void offsets(int64_t i, int64_t (&off)[K]) const {
-    for (int k = 0; k < K; ++k) off[k] = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
-      int64_t q = i / sizes[d], r = i - q * sizes[d];
-      for (int k = 0; k < K; ++k) off[k] += r * strides[k][d];
-      i = q;
-    }
-  }
-};
-
 // ---- kernels ----
 // *first = the lowest row-major position of an index value outside [0, size).
 template <class I>
