@@ -7,6 +7,7 @@
 // used on another stream must be synchronized by its user (torch's record_stream is not built).
 #pragma once
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <set>
@@ -141,12 +142,15 @@ class CachingAllocator {
   AllocatorStats stats_;
 };
 
+// Never destroyed: tensors in static objects may be freed after every other static is gone.
 inline CachingAllocator& allocator(int device) {
-  static std::array<std::unique_ptr<CachingAllocator>, kMaxDevices> table;
+  static auto* table = new std::array<std::atomic<CachingAllocator*>, kMaxDevices>{};
   static std::mutex mu;
+  CachingAllocator* a = (*table)[size_t(device)].load(std::memory_order_acquire);
+  if (TERRA_LIKELY(a != nullptr)) return *a;
   std::lock_guard<std::mutex> lock(mu);
-  auto& a = table[size_t(device)];
-  if (!a) a = std::make_unique<CachingAllocator>(device);
+  a = (*table)[size_t(device)].load(std::memory_order_relaxed);
+  if (!a) (*table)[size_t(device)].store(a = new CachingAllocator(device), std::memory_order_release);
   return *a;
 }
 

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 #include <array>
-#include <memory>
+#include <atomic>
 #include <mutex>
 
 #include "terra/core/device.hpp"
@@ -124,13 +124,20 @@ class Stream {
 namespace detail {
 // Per device: terra's default stream, made on first use and shared by every thread (as torch's
 // default stream is). Non-blocking, so it can be captured into CUDA graphs.
+// The streams are never destroyed (work may still be queued on them at exit).
 inline cudaStream_t default_stream(int device) {
-  static std::array<std::unique_ptr<Stream>, kMaxDevices> streams;
+  static auto* streams = new std::array<std::atomic<cudaStream_t>, kMaxDevices>{};
   static std::mutex mu;
+  cudaStream_t s = (*streams)[size_t(device)].load(std::memory_order_acquire);
+  if (TERRA_LIKELY(s != nullptr)) return s;
   std::lock_guard<std::mutex> lock(mu);
-  auto& s = streams[size_t(device)];
-  if (!s) s = std::make_unique<Stream>(Stream::create(device));
-  return s->get();
+  s = (*streams)[size_t(device)].load(std::memory_order_relaxed);
+  if (!s) {
+    DeviceGuard g(device);
+    TERRA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    (*streams)[size_t(device)].store(s, std::memory_order_release);
+  }
+  return s;
 }
 // Per thread and device: the stream set by a StreamGuard, or null (the default stream).
 inline cudaStream_t* thread_streams() {
