@@ -3,9 +3,28 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
+#include <terra/terra.hpp>
+
 namespace example {
+
+// Where to train: `--device cuda` (or TERRA_DEVICE=cuda) picks the GPU, else the CPU. The same
+// source builds the CPU example and, with one .cu unit for terra's CUDA kernels, the GPU one.
+inline terra::Device device(int argc, char** argv) {
+  std::string name = std::getenv("TERRA_DEVICE") ? std::getenv("TERRA_DEVICE") : "cpu";
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--device") name = argv[i + 1];
+  return name == "cuda" ? terra::Device::cuda() : terra::Device::cpu();
+}
+// Exit code 77 (CTest's "skipped") when the GPU was asked for and there is none.
+#if defined(TERRA_WITH_CUDA)
+inline bool gpu_missing(terra::Device d) { return d.is_cuda() && !terra::cuda::is_available(); }
+#else
+inline bool gpu_missing(terra::Device d) { return d.is_cuda(); }
+#endif
+inline constexpr int kSkipped = 77;
 
 class Progress {
  public:
