@@ -49,6 +49,18 @@ inline Tensor random(const Shape& shape, DType dtype = DType::Float32, uint32_t 
   return terra::tensor(v, shape.empty() ? Shape{} : shape).to(dtype);
 }
 
+// An integer tensor (int64 unless dt says otherwise) with the given values.
+inline Tensor ints(const std::vector<int64_t>& v, const Shape& s = {-1}, DType dt = DType::Int64) {
+  return terra::tensor(v, s).to(dt);
+}
+// Random indices in [0, n) of the given shape, from a host generator.
+inline Tensor random_index(const Shape& s, int64_t n, uint32_t seed, DType dt = DType::Int64) {
+  std::mt19937 g(seed);
+  std::vector<int64_t> v(size_t(terra::numel_of(s)));
+  for (auto& x : v) x = int64_t(g() % uint32_t(n));
+  return ints(v, s, dt);
+}
+
 // The same values as x in other memory layouts: contiguous, a permuted copy viewed back,
 // a strided slice of a larger tensor, and (for rank >= 1) a view through an expanded dim.
 inline std::vector<Tensor> layouts(const Tensor& x) {

@@ -13,16 +13,6 @@ using terra::Shape;
 using terra::Tensor;
 using tt::kCuda;
 
-Tensor ints(const std::vector<int64_t>& v, const Shape& s = {-1}, DType dt = DType::Int64) {
-  return terra::tensor(v, s).to(dt);
-}
-// Random indices in [0, n) of the given shape.
-Tensor random_index(const Shape& s, int64_t n, uint32_t seed, DType dt = DType::Int64) {
-  std::mt19937 g(seed);
-  std::vector<int64_t> v(size_t(terra::numel_of(s)));
-  for (auto& x : v) x = int64_t(g() % uint32_t(n));
-  return ints(v, s, dt);
-}
 
 
 // The device result equals the CPU's: same shape, dtype, device and values.
@@ -94,7 +84,7 @@ TEST(CudaIndex, IndexSelectDimsDtypesLayouts) {
     for (int64_t d : {0, 1, 2, -1, -2})
       for (DType it : {DType::Int64, DType::Int32}) {
         int64_t n = x.shape()[size_t(d < 0 ? d + 3 : d)];
-        Tensor idx = random_index({9}, n, uint32_t(31 + d), it);
+        Tensor idx = tt::random_index({9}, n, uint32_t(31 + d), it);
         Tensor cpu = terra::index_select(x, d, idx);
         for (const Tensor& xd : tt::device_layouts(x))
           for (const Tensor& id : tt::device_layouts(idx))
@@ -108,18 +98,18 @@ TEST(CudaIndex, IndexSelectDimsDtypesLayouts) {
 TEST(CudaIndex, IndexSelectScalarsEmptyAndEmbedding) {
   TERRA_REQUIRE_GPU();
   Tensor s = terra::full({}, 2.5);
-  Tensor i0 = ints({0}, {});
+  Tensor i0 = tt::ints({0}, {});
   expect_same(terra::index_select(s.to(kCuda), 0, i0.to(kCuda)), terra::index_select(s, 0, i0),
               "0-d input, 0-d index");
   Tensor x = tt::random({4, 3}, DType::Float32, 40);
-  Tensor none = ints({}, {0});
+  Tensor none = tt::ints({}, {0});
   expect_same(terra::index_select(x.to(kCuda), 1, none.to(kCuda)), terra::index_select(x, 1, none),
               "empty index");
   Tensor w = tt::random({10, 4}, DType::Float32, 41);
-  Tensor tok = random_index({2, 3}, 10, 42);
+  Tensor tok = tt::random_index({2, 3}, 10, 42);
   expect_same(terra::embedding(w.to(kCuda), tok.to(kCuda)), terra::embedding(w, tok), "embedding");
   Tensor big = tt::random({1000, 64}, DType::BFloat16, 43);
-  Tensor many = random_index({4096}, 1000, 44, DType::Int32);
+  Tensor many = tt::random_index({4096}, 1000, 44, DType::Int32);
   expect_same(terra::embedding(big.to(kCuda), many.to(kCuda)), terra::embedding(big, many),
               "large embedding");
 }
@@ -134,7 +124,7 @@ TEST(CudaIndex, GatherDimsDtypesLayouts) {
         int64_t n = x.shape()[size_t(d < 0 ? d + 3 : d)];
         Shape is{3, 4, 5};
         is[size_t(d < 0 ? d + 3 : d)] = 7;  // longer than x along d: indices repeat
-        Tensor idx = random_index(is, n, uint32_t(51 + d), it);
+        Tensor idx = tt::random_index(is, n, uint32_t(51 + d), it);
         Tensor cpu = terra::gather(x, d, idx);
         for (const Tensor& xd : tt::device_layouts(x))
           for (const Tensor& id : tt::device_layouts(idx))
@@ -144,7 +134,7 @@ TEST(CudaIndex, GatherDimsDtypesLayouts) {
       }
   }
   Tensor x = tt::random({3, 4}, DType::Float32, 52);
-  Tensor e = ints({}, {0, 4});
+  Tensor e = tt::ints({}, {0, 4});
   expect_same(terra::gather(x.to(kCuda), 0, e.to(kCuda)), terra::gather(x, 0, e), "empty index");
 }
 
@@ -158,7 +148,7 @@ TEST(CudaIndex, ScatterAddDimsDtypesLayouts) {
       Shape is{4, 5}, ss{4, 6};
       is[size_t(dd)] = 12;  // many more contributions than slots: atomics collide
       ss[size_t(dd)] = 13;
-      Tensor idx = random_index(is, x.shape()[size_t(dd)], uint32_t(61 + d));
+      Tensor idx = tt::random_index(is, x.shape()[size_t(dd)], uint32_t(61 + d));
       Tensor src = tt::random(ss, dt, uint32_t(62 + d));
       Tensor cpu = terra::scatter_add(x, d, idx, src);
       std::string what =
@@ -176,7 +166,7 @@ TEST(CudaIndex, ScatterAddDimsDtypesLayouts) {
     }
   }
   Tensor x = tt::random({3, 4}, DType::Float32, 63);
-  Tensor e = ints({}, {0, 4});
+  Tensor e = tt::ints({}, {0, 4});
   Tensor src = tt::random({2, 4}, DType::Float32, 64);
   expect_same(terra::scatter_add(x.to(kCuda), 0, e.to(kCuda), src.to(kCuda)),
               terra::scatter_add(x, 0, e, src), "empty index: x itself");
@@ -213,15 +203,15 @@ TEST(CudaIndex, MaskedSelectBroadcastDtypesLayouts) {
 TEST(CudaIndex, OneHotShapesAndLayouts) {
   TERRA_REQUIRE_GPU();
   for (DType it : {DType::Int64, DType::Int32}) {
-    Tensor idx = random_index({3, 4}, 6, 80, it);
+    Tensor idx = tt::random_index({3, 4}, 6, 80, it);
     for (int64_t nc : {int64_t(-1), int64_t(6), int64_t(9)})
       for (const Tensor& id : tt::device_layouts(idx))
         expect_same(terra::one_hot(id, nc), terra::one_hot(idx, nc),
                     "one_hot num_classes " + std::to_string(nc));
   }
-  Tensor e = ints({}, {0});
+  Tensor e = tt::ints({}, {0});
   expect_same(terra::one_hot(e.to(kCuda), 3), terra::one_hot(e, 3), "empty index");
-  Tensor s = ints({2}, {});
+  Tensor s = tt::ints({2}, {});
   expect_same(terra::one_hot(s.to(kCuda), 4), terra::one_hot(s, 4), "0-d index");
 }
 
@@ -267,8 +257,8 @@ TEST(CudaIndex, OutOfRangeIndicesGiveTheCpuMessages) {
   Tensor x = tt::random({4, 3}, DType::Float32, 100);
   Tensor xd = x.to(kCuda);
   // Several bad values: the first in row-major order is the one named.
-  Tensor bad = ints({0, 9, -3, 7});
-  Tensor neg = ints({1, -1}, {-1}, DType::Int32);
+  Tensor bad = tt::ints({0, 9, -3, 7});
+  Tensor neg = tt::ints({1, -1}, {-1}, DType::Int32);
   auto same = [](const std::function<void()>& cpu, const std::function<void()>& gpu,
                  std::initializer_list<const char*> frags) {
     std::string c = error_of(cpu), g = error_of(gpu);
@@ -280,21 +270,21 @@ TEST(CudaIndex, OutOfRangeIndicesGiveTheCpuMessages) {
   same([&] { terra::index_select(x, 1, neg); }, [&] { terra::index_select(xd, 1, neg.to(kCuda)); },
        {"index -1", "[0, 3)"});
   Tensor empty_rows = terra::zeros({0, 3});  // an empty result still checks its index
-  same([&] { terra::index_select(empty_rows, 1, ints({5})); },
-       [&] { terra::index_select(empty_rows.to(kCuda), 1, ints({5}).to(kCuda)); },
+  same([&] { terra::index_select(empty_rows, 1, tt::ints({5})); },
+       [&] { terra::index_select(empty_rows.to(kCuda), 1, tt::ints({5}).to(kCuda)); },
        {"index 5", "dim 1"});
-  Tensor gi = ints({0, 1, 2, 1, 3, 8}, {2, 3});
+  Tensor gi = tt::ints({0, 1, 2, 1, 3, 8}, {2, 3});
   same([&] { terra::gather(x, 0, gi); }, [&] { terra::gather(xd, 0, gi.to(kCuda)); },
        {"index 8", "[0, 4)"});
-  Tensor si = ints({2, -2, 5}, {1, 3}, DType::Int32);
+  Tensor si = tt::ints({2, -2, 5}, {1, 3}, DType::Int32);
   Tensor src = tt::random({1, 3}, DType::Float16, 101);
   same([&] { terra::scatter_add(x.to(DType::Float16), 0, si, src); },
        [&] { terra::scatter_add(x.to(DType::Float16).to(kCuda), 0, si.to(kCuda), src.to(kCuda)); },
        {"index -2"});
-  Tensor oi = ints({1, 3, 0, 4}, {2, 2});
+  Tensor oi = tt::ints({1, 3, 0, 4}, {2, 2});
   same([&] { terra::one_hot(oi, 3); }, [&] { terra::one_hot(oi.to(kCuda), 3); },
        {"class value 3", "num_classes 3"});
   // No sticky CUDA error: the next op on the device works.
-  expect_same(terra::index_select(xd, 0, ints({3, 0}).to(kCuda)),
-              terra::index_select(x, 0, ints({3, 0})), "after the errors");
+  expect_same(terra::index_select(xd, 0, tt::ints({3, 0}).to(kCuda)),
+              terra::index_select(x, 0, tt::ints({3, 0})), "after the errors");
 }

@@ -22,16 +22,6 @@ int64_t ravel(const std::vector<int64_t>& c, const Shape& s) {
   for (size_t d = 0; d < s.size(); ++d) i = i * s[d] + c[d];
   return i;
 }
-Tensor ints(const std::vector<int64_t>& v, const Shape& s = {-1}, DType dt = DType::Int64) {
-  return terra::tensor(v, s).to(dt);
-}
-// Random indices in [0, n) of the given shape.
-Tensor random_index(const Shape& s, int64_t n, uint32_t seed, DType dt = DType::Int64) {
-  std::mt19937 g(seed);
-  std::vector<int64_t> v(size_t(terra::numel_of(s)));
-  for (auto& x : v) x = int64_t(g() % uint32_t(n));
-  return ints(v, s, dt);
-}
 
 // ---- references ----
 std::vector<double> ref_gather(const std::vector<double>& x, const Shape& xs, int64_t d,
@@ -63,7 +53,7 @@ TEST(IndexSelect, EveryDimLayoutAndDtype) {
     for (int64_t d = 0; d < int64_t(s.size()); ++d) {
       for (DType dt : {DType::Float32, DType::Float64, DType::Int32, DType::Int64}) {
         Tensor x = tt::random(s, dt, uint32_t(d + 7), -9, 9);
-        Tensor idx = random_index({5}, s[d], uint32_t(d + 1));
+        Tensor idx = tt::random_index({5}, s[d], uint32_t(d + 1));
         auto expect = ref_index_select(tt::f64(x), s, d, idx.to_vector<int64_t>());
         Shape os = s;
         os[d] = 5;
@@ -82,31 +72,31 @@ TEST(IndexSelect, EveryDimLayoutAndDtype) {
 
 TEST(IndexSelect, NonContiguousIndexBoolHalfEmptyAndScalar) {
   Tensor x = tt::random({6, 3}, DType::Float32, 3);
-  Tensor idx = ints({5, 0, 4, 1, 3, 2, 0, 0}).slice(0, 0, 8, 2);  // {5, 4, 3, 0}
+  Tensor idx = tt::ints({5, 0, 4, 1, 3, 2, 0, 0}).slice(0, 0, 8, 2);  // {5, 4, 3, 0}
   tt::expect_close(terra::index_select(x, 0, idx), {4, 3},
                    ref_index_select(tt::f64(x), {6, 3}, 0, {5, 4, 3, 0}), 0, 0);
   Tensor b = tt::random({6, 3}, DType::Bool, 4);
   tt::expect_close(terra::index_select(b, 0, idx), {4, 3},
                    ref_index_select(tt::f64(b), {6, 3}, 0, {5, 4, 3, 0}), 0, 0);
   Tensor h = x.to(DType::Float16);
-  Tensor yh = terra::index_select(h, 1, ints({2, 2}));
+  Tensor yh = terra::index_select(h, 1, tt::ints({2, 2}));
   EXPECT_EQ(yh.dtype(), DType::Float16);
   tt::expect_close(yh, {6, 2}, ref_index_select(tt::f64(h), {6, 3}, 1, {2, 2}), 0, 0);
   // Empty index, empty input, 0-d input.
-  tt::expect_close(terra::index_select(x, 1, ints({})), {6, 0}, {});
-  tt::expect_close(terra::index_select(terra::zeros({0, 3}), 1, ints({1, 2})), {0, 2}, {});
+  tt::expect_close(terra::index_select(x, 1, tt::ints({})), {6, 0}, {});
+  tt::expect_close(terra::index_select(terra::zeros({0, 3}), 1, tt::ints({1, 2})), {0, 2}, {});
   Tensor s = terra::full({}, 2.5);
-  tt::expect_close(terra::index_select(s, 0, ints({0})), {}, {2.5});
+  tt::expect_close(terra::index_select(s, 0, tt::ints({0})), {}, {2.5});
   tt::expect_close(terra::index_select(x, 0, terra::full({}, 2, {.dtype = DType::Int64})), {1, 3},
                    ref_index_select(tt::f64(x), {6, 3}, 0, {2}), 0, 0);
 }
 
 TEST(IndexSelect, LargeParallel) {
   Tensor x = tt::random({300, 257}, DType::Float32, 5);
-  Tensor idx = random_index({400}, 300, 6);
+  Tensor idx = tt::random_index({400}, 300, 6);
   tt::expect_close(terra::index_select(x, 0, idx), {400, 257},
                    ref_index_select(tt::f64(x), {300, 257}, 0, idx.to_vector<int64_t>()), 0, 0);
-  Tensor idx1 = random_index({300}, 257, 7);
+  Tensor idx1 = tt::random_index({300}, 257, 7);
   tt::expect_close(terra::index_select(x.t(), 1, idx1), {257, 300},
                    ref_index_select(tt::f64(x.t()), {257, 300}, 1, idx1.to_vector<int64_t>()), 0,
                    0);
@@ -116,18 +106,18 @@ TEST(IndexSelect, Errors) {
   Tensor x = terra::zeros({5, 3});
   tt::expect_error(
       [&] {
-        terra::index_select(x, 0, ints({1, 5}));
+        terra::index_select(x, 0, tt::ints({1, 5}));
       },
       {"[terra::index_select]", "index 5", "dim 0", "[0, 5)"});
-  tt::expect_error([&] { terra::index_select(x, 1, ints({-1}, {-1}, DType::Int32)); },
+  tt::expect_error([&] { terra::index_select(x, 1, tt::ints({-1}, {-1}, DType::Int32)); },
                    {"index -1", "[0, 3)"});
   tt::expect_error([&] { terra::index_select(x, 0, terra::zeros({2})); },
                    {"index must be int64 or int32", "float32"});
-  tt::expect_error([&] { terra::index_select(x, 0, ints({0, 1}, {1, 2})); }, {"1-D", "[1, 2]"});
-  tt::expect_error([&] { terra::index_select(x, 2, ints({0})); }, {"dim 2 out of range"});
+  tt::expect_error([&] { terra::index_select(x, 0, tt::ints({0, 1}, {1, 2})); }, {"1-D", "[1, 2]"});
+  tt::expect_error([&] { terra::index_select(x, 2, tt::ints({0})); }, {"dim 2 out of range"});
   tt::expect_error(
       [&] {
-        terra::index_select(terra::full({}, 1.0), 0, ints({0, 0}));
+        terra::index_select(terra::full({}, 1.0), 0, tt::ints({0, 0}));
       },
       {"0-d", "2"});
 }
@@ -143,7 +133,7 @@ TEST(Gather, ShapesDimsLayouts) {
                         Case{{3, 4, 5}, {2, 4, 6}, 2}, Case{{3, 4, 5}, {5, 1, 2}, 0}}) {
     for (DType dt : {DType::Float32, DType::Float64, DType::Int64}) {
       Tensor x = tt::random(k.xs, dt, 11, -9, 9);
-      Tensor idx = random_index(k.is, k.xs[k.d], 12);
+      Tensor idx = tt::random_index(k.is, k.xs[k.d], 12);
       auto expect = ref_gather(tt::f64(x), k.xs, k.d, idx.to_vector<int64_t>(), k.is);
       for (const Tensor& xl : tt::layouts(x))
         for (const Tensor& il : tt::layouts(idx))
@@ -156,15 +146,15 @@ TEST(Gather, ShapesDimsLayouts) {
 TEST(Gather, EmptyScalarHalfLarge) {
   Tensor x = tt::random({4, 5}, DType::Float32, 13);
   tt::expect_close(terra::gather(x, 1, terra::zeros({4, 0}, {.dtype = DType::Int64})), {4, 0}, {});
-  tt::expect_close(terra::gather(terra::full({}, 3.0), 0, ints({0, 0})), {2}, {3, 3});
+  tt::expect_close(terra::gather(terra::full({}, 3.0), 0, tt::ints({0, 0})), {2}, {3, 3});
   tt::expect_close(terra::gather(x.select(0, 1), 0, terra::full({}, 4, {.dtype = DType::Int64})),
                    {}, {tt::f64(x)[9]});
   Tensor h = x.to(DType::Float16);
-  Tensor idx = random_index({3, 5}, 4, 14);
+  Tensor idx = tt::random_index({3, 5}, 4, 14);
   tt::expect_close(terra::gather(h, 0, idx), {3, 5},
                    ref_gather(tt::f64(h), {4, 5}, 0, idx.to_vector<int64_t>(), {3, 5}), 0, 0);
   Tensor big = tt::random({64, 700}, DType::Float32, 15);
-  Tensor bi = random_index({64, 600}, 700, 16);
+  Tensor bi = tt::random_index({64, 600}, 700, 16);
   tt::expect_close(terra::gather(big, 1, bi), {64, 600},
                    ref_gather(tt::f64(big), {64, 700}, 1, bi.to_vector<int64_t>(), {64, 600}), 0,
                    0);
@@ -174,11 +164,11 @@ TEST(Gather, Errors) {
   Tensor x = terra::zeros({4, 5});
   tt::expect_error(
       [&] {
-        terra::gather(x, 1, ints({0, 5}, {1, 2}));
+        terra::gather(x, 1, tt::ints({0, 5}, {1, 2}));
       },
       {"[terra::gather]", "index 5", "dim 1", "[0, 5)"});
-  tt::expect_error([&] { terra::gather(x, 0, ints({-2}, {1, 1})); }, {"index -2", "[0, 4)"});
-  tt::expect_error([&] { terra::gather(x, 0, ints({0, 1})); }, {"rank", "[2]", "[4, 5]"});
+  tt::expect_error([&] { terra::gather(x, 0, tt::ints({-2}, {1, 1})); }, {"index -2", "[0, 4)"});
+  tt::expect_error([&] { terra::gather(x, 0, tt::ints({0, 1})); }, {"rank", "[2]", "[4, 5]"});
   tt::expect_error(
       [&] {
         terra::gather(x, 0, terra::zeros({2, 6}, {.dtype = DType::Int64}));
@@ -215,7 +205,7 @@ TEST(ScatterAdd, CollisionsLayoutsDtypes) {
     for (DType dt : {DType::Float32, DType::Float64, DType::Int32}) {
       Tensor x = tt::random(k.xs, dt, 21, -9, 9);
       Tensor src = tt::random(k.ss, dt, 22, -9, 9);
-      Tensor idx = random_index(k.is, k.xs[k.d], 23);
+      Tensor idx = tt::random_index(k.is, k.xs[k.d], 23);
       auto x0 = tt::f64(x);
       auto expect =
           ref_scatter_add(x0, k.xs, k.d, idx.to_vector<int64_t>(), k.is, tt::f64(src), k.ss);
@@ -234,7 +224,7 @@ TEST(ScatterAdd, LargeDeterministicEmptyHalf) {
   // (every output element adds its contributions in index order).
   Tensor x = tt::random({50, 700}, DType::Float32, 31);
   Tensor src = tt::random({400, 700}, DType::Float32, 32);
-  Tensor idx = random_index({400, 700}, 50, 33);
+  Tensor idx = tt::random_index({400, 700}, 50, 33);
   std::vector<float> xf = x.to_vector<float>(), sf = src.to_vector<float>();
   std::vector<int64_t> iv = idx.to_vector<int64_t>();
   for (size_t i = 0; i < iv.size(); ++i) xf[size_t(iv[i]) * 700 + i % 700] += sf[i];
@@ -246,7 +236,7 @@ TEST(ScatterAdd, LargeDeterministicEmptyHalf) {
                    {50, 700}, tt::f64(x), 0, 0);
   Tensor h = tt::random({3, 4}, DType::Float16, 34);
   Tensor hs = tt::random({3, 4}, DType::Float16, 35);
-  Tensor hi = random_index({3, 4}, 3, 36);
+  Tensor hi = tt::random_index({3, 4}, 3, 36);
   Tensor yh = terra::scatter_add(h, 0, hi, hs);
   EXPECT_EQ(yh.dtype(), DType::Float16);
   tt::expect_close(
@@ -260,13 +250,13 @@ TEST(ScatterAdd, Errors) {
   Tensor src = terra::ones({4, 5});
   tt::expect_error(
       [&] {
-        terra::scatter_add(x, 0, ints({4}, {1, 1}), src);
+        terra::scatter_add(x, 0, tt::ints({4}, {1, 1}), src);
       },
       {"[terra::scatter_add]", "index 4", "dim 0", "[0, 4)"});
-  tt::expect_error([&] { terra::scatter_add(x, 1, ints({-1}, {1, 1}), src); }, {"index -1"});
+  tt::expect_error([&] { terra::scatter_add(x, 1, tt::ints({-1}, {1, 1}), src); }, {"index -1"});
   tt::expect_error(
       [&] {
-        terra::scatter_add(x, 0, ints({0}, {1, 1}), src.to(DType::Float64));
+        terra::scatter_add(x, 0, tt::ints({0}, {1, 1}), src.to(DType::Float64));
       },
       {"src of dtype float64", "float32"});
   tt::expect_error(
@@ -280,7 +270,7 @@ TEST(ScatterAdd, Errors) {
                            terra::ones({2, 2}));
       },
       {"larger than the src", "[2, 2]"});
-  tt::expect_error([&] { terra::scatter_add(x, 0, ints({0, 1}), src); }, {"rank"});
+  tt::expect_error([&] { terra::scatter_add(x, 0, tt::ints({0, 1}), src); }, {"rank"});
   tt::expect_error(
       [&] {
         terra::scatter_add(x, 0, terra::zeros({1, 1}), src);
@@ -328,7 +318,7 @@ TEST(MaskedSelect, Errors) {
 // ---- one_hot ----
 TEST(OneHot, InferredAndExplicitClasses) {
   for (DType it : {DType::Int64, DType::Int32}) {
-    Tensor idx = ints({2, 0, 3, 1, 3, 0}, {2, 3}, it);
+    Tensor idx = tt::ints({2, 0, 3, 1, 3, 0}, {2, 3}, it);
     auto v = idx.to_vector<int64_t>();
     for (int64_t nc : {int64_t(-1), int64_t(6)}) {
       int64_t n = nc < 0 ? 4 : nc;
@@ -342,26 +332,26 @@ TEST(OneHot, InferredAndExplicitClasses) {
     }
   }
   tt::expect_close(terra::one_hot(terra::full({}, 1, {.dtype = DType::Int64}), 3), {3}, {0, 1, 0});
-  tt::expect_close(terra::one_hot(ints({}), 3), {0, 3}, {});
+  tt::expect_close(terra::one_hot(tt::ints({}), 3), {0, 3}, {});
 }
 
 TEST(OneHot, Errors) {
   tt::expect_error(
       [&] {
-        terra::one_hot(ints({0, 3}), 3);
+        terra::one_hot(tt::ints({0, 3}), 3);
       },
       {"[terra::one_hot]", "class value 3", "num_classes 3", "[0, 3)"});
-  tt::expect_error([&] { terra::one_hot(ints({0, -1}), 3); }, {"class value -1"});
-  tt::expect_error([&] { terra::one_hot(ints({0, -1})); }, {"non-negative", "-1"});
-  tt::expect_error([&] { terra::one_hot(ints({})); }, {"empty"});
+  tt::expect_error([&] { terra::one_hot(tt::ints({0, -1}), 3); }, {"class value -1"});
+  tt::expect_error([&] { terra::one_hot(tt::ints({0, -1})); }, {"non-negative", "-1"});
+  tt::expect_error([&] { terra::one_hot(tt::ints({})); }, {"empty"});
   tt::expect_error([&] { terra::one_hot(terra::zeros({2})); }, {"int64 or int32", "float32"});
-  tt::expect_error([&] { terra::one_hot(ints({0}), -2); }, {"num_classes", "-2"});
+  tt::expect_error([&] { terra::one_hot(tt::ints({0}), -2); }, {"num_classes", "-2"});
 }
 
 // ---- embedding (composed from index_select) ----
 TEST(Embedding, ShapesAndErrors) {
   Tensor w = tt::random({10, 4}, DType::Float32, 51);
-  Tensor idx = ints({3, 9, 0, 3, 1, 2}, {2, 3});
+  Tensor idx = tt::ints({3, 9, 0, 3, 1, 2}, {2, 3});
   auto wv = tt::f64(w);
   std::vector<double> expect;
   for (int64_t i : idx.to_vector<int64_t>())
@@ -372,10 +362,10 @@ TEST(Embedding, ShapesAndErrors) {
                    expect, 0, 0);
   tt::expect_close(terra::embedding(w, terra::full({}, 9, {.dtype = DType::Int64})), {4},
                    {wv[36], wv[37], wv[38], wv[39]}, 0, 0);
-  tt::expect_close(terra::embedding(w, ints({}, {0, 2})), {0, 2, 4}, {});
-  tt::expect_error([&] { terra::embedding(w, ints({1, 10})); }, {"index 10", "[0, 10)"});
-  tt::expect_error([&] { terra::embedding(w, ints({-3})); }, {"index -3", "[0, 10)"});
-  tt::expect_error([&] { terra::embedding(terra::zeros({10}), ints({1})); },
+  tt::expect_close(terra::embedding(w, tt::ints({}, {0, 2})), {0, 2, 4}, {});
+  tt::expect_error([&] { terra::embedding(w, tt::ints({1, 10})); }, {"index 10", "[0, 10)"});
+  tt::expect_error([&] { terra::embedding(w, tt::ints({-3})); }, {"index -3", "[0, 10)"});
+  tt::expect_error([&] { terra::embedding(terra::zeros({10}), tt::ints({1})); },
                    {"[terra::embedding]", "2-D", "[10]"});
   tt::expect_error([&] { terra::embedding(w, terra::zeros({1})); }, {"int64 or int32"});
 }
