@@ -2,6 +2,7 @@
 #pragma once
 
 #include "terra/backend/cpu/elementwise.hpp"
+#include "terra/backend/factory_values.hpp"
 #include "terra/ops/factory.hpp"
 
 namespace terra::cpu {
@@ -17,46 +18,36 @@ void generate(const Tensor& out, int64_t cost, const F& f) {
   });
 }
 
+// Element values from backend/factory_values.hpp (shared with the CUDA kernels).
 inline void full_kernel(const OpCall& c, std::span<Tensor> outs) {
-  double v = c.attrs.scalars[0];
-  generate(outs[0], 1, [v](int64_t) { return v; });
+  generate(outs[0], 1, gen::Full{c.attrs.scalars[0]});
 }
 inline void arange_kernel(const OpCall& c, std::span<Tensor> outs) {
-  double start = c.attrs.scalars[0], step = c.attrs.scalars[2];
-  generate(outs[0], 1, [=](int64_t i) { return start + double(i) * step; });
+  generate(outs[0], 1, gen::Arange{c.attrs.scalars[0], c.attrs.scalars[2]});
 }
 inline void linspace_kernel(const OpCall& c, std::span<Tensor> outs) {
   double a = c.attrs.scalars[0], b = c.attrs.scalars[1];
   int64_t n = c.attrs.ints[0];
   double step = n > 1 ? (b - a) / double(n - 1) : 0.0;
-  // Symmetric from both ends, so the last point is exactly `end`.
-  generate(outs[0], 1, [=](int64_t i) { return i < (n + 1) / 2 ? a + step * double(i) : b - step * double(n - 1 - i); });
+  generate(outs[0], 1, gen::Linspace{a, b, step, n});
 }
 inline void eye_kernel(const OpCall& c, std::span<Tensor> outs) {
-  int64_t m = c.attrs.ints[1];
-  generate(outs[0], 1, [m](int64_t i) { return (i / m) == (i % m) ? 1.0 : 0.0; });
+  generate(outs[0], 1, gen::Eye{c.attrs.ints[1]});
 }
 inline void rand_kernel(const OpCall& c, std::span<Tensor> outs) {
   uint64_t seed = c.attrs.seed, off = c.attrs.offset;
-  if (outs[0].dtype() == DType::Float64)
-    generate(outs[0], 16, [=](int64_t i) { return PhiloxDraw::uniform_f64(seed, off + i); });
-  else
-    generate(outs[0], 16, [=](int64_t i) { return PhiloxDraw::uniform_f32(seed, off + i); });
+  if (outs[0].dtype() == DType::Float64) generate(outs[0], 16, gen::Uniform<double>{seed, off});
+  else generate(outs[0], 16, gen::Uniform<float>{seed, off});
 }
 inline void randn_kernel(const OpCall& c, std::span<Tensor> outs) {
   uint64_t seed = c.attrs.seed, off = c.attrs.offset;
-  if (outs[0].dtype() == DType::Float64)
-    generate(outs[0], 32, [=](int64_t i) { return PhiloxDraw::normal(seed, off + i); });
-  else
-    generate(outs[0], 32, [=](int64_t i) { return float(PhiloxDraw::normal(seed, off + i)); });
+  if (outs[0].dtype() == DType::Float64) generate(outs[0], 32, gen::Normal<double>{seed, off});
+  else generate(outs[0], 32, gen::Normal<float>{seed, off});
 }
 inline void randint_kernel(const OpCall& c, std::span<Tensor> outs) {
-  uint64_t seed = c.attrs.seed, off = c.attrs.offset;
   int64_t low = c.attrs.ints[0];
   uint64_t range = uint64_t(c.attrs.ints[1] - low);
-  generate(outs[0], 16, [=](int64_t i) {
-    return low + int64_t(PhiloxDraw::bits64(seed, off + i) % range);
-  });
+  generate(outs[0], 16, gen::Randint{c.attrs.seed, c.attrs.offset, range, low});
 }
 
 template <> inline constexpr KernelFn cpu_kernel<op::Full> = &full_kernel;

@@ -1,59 +1,13 @@
-// terra/backend/cuda/factory.cuh: CUDA kernels of the factory ops. Element i gets exactly the
-// value the CPU kernel (backend/cpu/factory.hpp) gives it: the same double arithmetic, the same
-// Philox counter (seed, offset + i), the same conversion into the output dtype. nvcc only.
+// terra/backend/cuda/factory.cuh: CUDA kernels of the factory ops. Element i gets the value of
+// the functor the CPU kernel uses too (backend/factory_values.hpp), converted into the output
+// dtype as the CPU converts it. nvcc only.
 #pragma once
 
 #include "terra/backend/cuda/elementwise.cuh"
-#include "terra/core/philox.hpp"
+#include "terra/backend/factory_values.hpp"
 #include "terra/ops/factory.hpp"
 
 namespace terra::cuda {
-
-// ---- generators: the value of element i ----
-// nvcc contracts a + b * c into one fma (rounded once) where the host rounds the product and
-// the sum separately; the _rn intrinsics are never contracted, so arange and linspace match
-// the CPU to the bit.
-struct FullG {
-  double v;
-  __device__ double operator()(int64_t) const { return v; }
-};
-struct ArangeG {
-  double start, step;
-  __device__ double operator()(int64_t i) const { return __dadd_rn(start, __dmul_rn(double(i), step)); }
-};
-struct LinspaceG {
-  double a, b, step;
-  int64_t n;
-  __device__ double operator()(int64_t i) const {
-    return i < (n + 1) / 2 ? __dadd_rn(a, __dmul_rn(step, double(i)))
-                           : __dsub_rn(b, __dmul_rn(step, double(n - 1 - i)));
-  }
-};
-struct EyeG {
-  int64_t m;
-  __device__ double operator()(int64_t i) const { return (i / m) == (i % m) ? 1.0 : 0.0; }
-};
-// R = double for float64 outputs, float otherwise (the CPU's float path, also for 16-bit ones).
-template <class R>
-struct UniformG {
-  uint64_t seed, off;
-  __device__ R operator()(int64_t i) const {
-    if constexpr (std::is_same_v<R, double>) return PhiloxDraw::uniform_f64(seed, off + i);
-    else return PhiloxDraw::uniform_f32(seed, off + i);
-  }
-};
-template <class R>
-struct NormalG {
-  uint64_t seed, off;
-  __device__ R operator()(int64_t i) const { return R(PhiloxDraw::normal(seed, off + i)); }
-};
-struct RandintG {
-  uint64_t seed, off, range;
-  int64_t low;
-  __device__ int64_t operator()(int64_t i) const {
-    return low + int64_t(PhiloxDraw::bits64(seed, off + i) % range);
-  }
-};
 
 // ---- kernels ----
 template <class T, class G>
@@ -79,34 +33,34 @@ void generate(const char* name, const Tensor& out, const G& g) {
 }
 
 inline void full_kernel(const OpCall& c, std::span<Tensor> outs) {
-  generate("full", outs[0], FullG{c.attrs.scalars[0]});
+  generate("full", outs[0], gen::Full{c.attrs.scalars[0]});
 }
 inline void arange_kernel(const OpCall& c, std::span<Tensor> outs) {
-  generate("arange", outs[0], ArangeG{c.attrs.scalars[0], c.attrs.scalars[2]});
+  generate("arange", outs[0], gen::Arange{c.attrs.scalars[0], c.attrs.scalars[2]});
 }
 inline void linspace_kernel(const OpCall& c, std::span<Tensor> outs) {
   double a = c.attrs.scalars[0], b = c.attrs.scalars[1];
   int64_t n = c.attrs.ints[0];
   double step = n > 1 ? (b - a) / double(n - 1) : 0.0;  // on the host, as the CPU
-  generate("linspace", outs[0], LinspaceG{a, b, step, n});
+  generate("linspace", outs[0], gen::Linspace{a, b, step, n});
 }
 inline void eye_kernel(const OpCall& c, std::span<Tensor> outs) {
-  generate("eye", outs[0], EyeG{c.attrs.ints[1]});
+  generate("eye", outs[0], gen::Eye{c.attrs.ints[1]});
 }
 inline void rand_kernel(const OpCall& c, std::span<Tensor> outs) {
   uint64_t seed = c.attrs.seed, off = c.attrs.offset;
-  if (outs[0].dtype() == DType::Float64) generate("rand", outs[0], UniformG<double>{seed, off});
-  else generate("rand", outs[0], UniformG<float>{seed, off});
+  if (outs[0].dtype() == DType::Float64) generate("rand", outs[0], gen::Uniform<double>{seed, off});
+  else generate("rand", outs[0], gen::Uniform<float>{seed, off});
 }
 inline void randn_kernel(const OpCall& c, std::span<Tensor> outs) {
   uint64_t seed = c.attrs.seed, off = c.attrs.offset;
-  if (outs[0].dtype() == DType::Float64) generate("randn", outs[0], NormalG<double>{seed, off});
-  else generate("randn", outs[0], NormalG<float>{seed, off});
+  if (outs[0].dtype() == DType::Float64) generate("randn", outs[0], gen::Normal<double>{seed, off});
+  else generate("randn", outs[0], gen::Normal<float>{seed, off});
 }
 inline void randint_kernel(const OpCall& c, std::span<Tensor> outs) {
   int64_t low = c.attrs.ints[0];
   uint64_t range = uint64_t(c.attrs.ints[1] - low);
-  generate("randint", outs[0], RandintG{c.attrs.seed, c.attrs.offset, range, low});
+  generate("randint", outs[0], gen::Randint{c.attrs.seed, c.attrs.offset, range, low});
 }
 
 template <> inline constexpr KernelFn cuda_kernel<op::Full> = &full_kernel;
