@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <initializer_list>
 #include <iterator>
 #include <memory>
@@ -21,7 +22,7 @@ class SmallVector {
   using iterator = T*;
   using const_iterator = const T*;
 
-  SmallVector() = default;
+  SmallVector() noexcept {}  // user-provided: value-initialization must not zero the inline buffer
   SmallVector(std::initializer_list<T> init) { assign(init.begin(), init.end()); }
   explicit SmallVector(size_t n, const T& v = T()) {
     reserve(n);
@@ -32,10 +33,10 @@ class SmallVector {
   template <class C, class = decltype(std::declval<const C&>().begin()),
             class = std::enable_if_t<!std::is_same_v<std::decay_t<C>, SmallVector>>>
   SmallVector(const C& c) { assign(c.begin(), c.end()); }
-  SmallVector(const SmallVector& o) { assign(o.begin(), o.end()); }
+  SmallVector(const SmallVector& o) { copy_from(o); }
   SmallVector(SmallVector&& o) noexcept { move_from(std::move(o)); }
   SmallVector& operator=(const SmallVector& o) {
-    if (this != &o) { clear(); assign(o.begin(), o.end()); }
+    if (this != &o) { clear(); copy_from(o); }
     return *this;
   }
   SmallVector& operator=(SmallVector&& o) noexcept {
@@ -80,7 +81,8 @@ class SmallVector {
   }
   void pop_back() { ptr_[--size_].~T(); }
   void clear() {
-    for (size_t i = 0; i < size_; ++i) ptr_[i].~T();
+    if constexpr (!std::is_trivially_destructible_v<T>)
+      for (size_t i = 0; i < size_; ++i) ptr_[i].~T();
     size_ = 0;
   }
   void resize(size_t n, const T& v = T()) {
@@ -101,15 +103,56 @@ class SmallVector {
   }
 
   friend bool operator==(const SmallVector& a, const SmallVector& b) {
-    return a.size_ == b.size_ && std::equal(a.begin(), a.end(), b.begin());
+    if (a.size_ != b.size_) return false;
+    // An inline loop: shapes have a handful of elements, too few for a call to memcmp.
+    for (size_t i = 0; i < a.size_; ++i)
+      if (!(a.ptr_[i] == b.ptr_[i])) return false;
+    return true;
   }
   friend bool operator!=(const SmallVector& a, const SmallVector& b) { return !(a == b); }
 
  private:
+  static constexpr bool kTrivial = std::is_trivially_copyable_v<T>;
+  // Small trivially copyable contents (shapes, strides) are copied as the whole inline buffer:
+  // a fixed-size copy the compiler inlines, instead of a call to memmove for a few elements.
+  static constexpr bool kCopyWhole = kTrivial && N * sizeof(T) <= 128;
+  // The whole-buffer copy reads the unused tail too: bytes of an unsigned char array, which
+  // memcpy may copy whatever they hold, but GCC's flow analysis warns about them.
+  static void copy_inline(void* to, const void* from) {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+    std::memcpy(to, from, N * sizeof(T));
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+  }
+
+  // *this is empty.
+  void copy_from(const SmallVector& o) {
+    if constexpr (kCopyWhole) {
+      if (o.size_ <= N && ptr_ == inline_ptr()) {
+        copy_inline(storage_, o.ptr_);
+        size_ = o.size_;
+        return;
+      }
+    }
+    assign(o.begin(), o.end());
+  }
+
   template <class It>
   void assign(It first, It last) {
-    reserve(static_cast<size_t>(std::distance(first, last)));
-    for (; first != last; ++first) emplace_back(*first);
+    size_t n = static_cast<size_t>(std::distance(first, last));
+    reserve(size_ + n);
+    if constexpr (kTrivial && std::is_pointer_v<It> &&
+                  std::is_same_v<std::remove_cv_t<std::remove_pointer_t<It>>, T>) {
+      if (n) std::memcpy(static_cast<void*>(ptr_ + size_), first, n * sizeof(T));
+      size_ += n;
+    } else {
+      for (; first != last; ++first) new (ptr_ + size_++) T(*first);
+    }
   }
   void move_from(SmallVector&& o) {
     if (o.ptr_ != o.inline_ptr()) {  // steal the heap block
@@ -122,8 +165,14 @@ class SmallVector {
     } else {
       ptr_ = inline_ptr();
       cap_ = N;
-      size_ = 0;
-      for (size_t i = 0; i < o.size_; ++i) emplace_back(std::move(o.ptr_[i]));
+      size_ = o.size_;
+      if constexpr (kCopyWhole) {
+        copy_inline(storage_, o.storage_);
+      } else if constexpr (kTrivial) {
+        if (size_) std::memcpy(static_cast<void*>(ptr_), o.ptr_, size_ * sizeof(T));
+      } else {
+        for (size_t i = 0; i < size_; ++i) new (ptr_ + i) T(std::move(o.ptr_[i]));
+      }
       o.clear();
     }
   }
