@@ -7,8 +7,9 @@
 // host built during this iteration).
 #pragma once
 
+#include <algorithm>
+#include <cassert>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "terra/graph/ir.hpp"
@@ -58,6 +59,7 @@ struct TraceBuf {
 };
 
 struct OpRecord {
+  OpRecord() {}  // user-provided: emplace_back() must not zero-fill the ~1 KB of inline buffers
   Op op = Op::Copy;
   Attrs attrs;
   Site site;
@@ -76,6 +78,56 @@ struct Trace {
     bufs.clear();
     fetches.clear();
   }
+};
+
+// Calls so far per program place in this iteration: an open-addressing table that clears in
+// O(1) (a generation stamp per slot), since it is consulted on every op call.
+class PlaceCounts {
+ public:
+  void clear() {
+    if (++gen_ == 0) {  // the stamp wrapped: really clear
+      for (Slot& s : slots_) s.gen = 0;
+      gen_ = 1;
+    }
+    used_ = 0;
+  }
+  // The count for `key` before this call, then counts this call.
+  uint32_t next(uint64_t key) {
+    if (2 * (used_ + 1) > slots_.size()) grow();
+    size_t mask = slots_.size() - 1;
+    for (size_t i = size_t(key) & mask;; i = (i + 1) & mask) {
+      Slot& s = slots_[i];
+      if (s.gen != gen_) {
+        s = {key, 1, gen_};
+        ++used_;
+        return 0;
+      }
+      if (s.key == key) return s.count++;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint64_t key = 0;
+    uint32_t count = 0, gen = 0;
+  };
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(std::max<size_t>(64, old.size() * 2), Slot{});
+    uint32_t g = gen_;
+    gen_ = 1;
+    used_ = 0;
+    for (const Slot& s : old)
+      if (s.gen == g) {
+        size_t mask = slots_.size() - 1, i = size_t(s.key) & mask;
+        while (slots_[i].gen == gen_) i = (i + 1) & mask;
+        slots_[i] = {s.key, s.count, gen_};
+        ++used_;
+      }
+  }
+  std::vector<Slot> slots_;
+  size_t used_ = 0;
+  uint32_t gen_ = 1;
 };
 
 // Builds the trace of one iteration (owned by the engine; one per host thread).
@@ -114,13 +166,15 @@ class Recorder {
 
   Site site(const Loc& loc) {
     Site s{loc.file_name(), loc.line(), loc.column(), module_hash(), 0};
-    s.occurrence = occurrences_[s.place()]++;
+    s.occurrence = occurrences_.next(s.place());
     return s;
   }
 
-  // The record of a call before its outputs exist: op, attributes, site, inputs.
-  OpRecord start(const OpCall& call) {
-    OpRecord r;
+  // Opens the record of a call before its outputs exist (op, attributes, site, inputs) as the
+  // trace's last op, built in place: no copy of its shapes and strides is ever made. Exactly
+  // one of finish(), finish_expected() or abandon() closes it, before any other call records.
+  OpRecord& start(const OpCall& call) {
+    OpRecord& r = trace_.ops.emplace_back();
     r.op = call.op;
     r.attrs = call.attrs;
     r.site = site(call.loc);
@@ -128,10 +182,11 @@ class Recorder {
     r.inplace = call.out != nullptr;
     return r;
   }
-  // Completes r with the call's outputs (eager or lazy) and appends it. An output that shares
+  // Completes the open record with the call's outputs (eager or lazy). An output that shares
   // storage with an input is a view of it; any other output is a fresh internal buffer.
-  void finish(OpRecord r, const OpCall& call, const OutList& outs) {
-    int32_t me = int32_t(trace_.ops.size());
+  void finish(const OpCall& call, const OutList& outs) {
+    OpRecord& r = trace_.ops.back();
+    int32_t me = int32_t(trace_.ops.size()) - 1;
     for (size_t k = 0; k < outs.size(); ++k) {
       int alias = -1;
       for (size_t i = 0; !r.inplace && alias < 0 && i < call.inputs.size(); ++i)
@@ -140,8 +195,30 @@ class Recorder {
       if (alias < 0 && !r.inplace && !knows(outs[k])) new_internal(outs[k].storage().get(), me);
       r.outs.push_back(ref(outs[k]));
     }
-    trace_.ops.push_back(std::move(r));
   }
+  // Completes the open record whose outputs were filled in before they existed (a co-executed
+  // call: fresh outputs numbered from bufs.size() in order, views naming their input's
+  // buffer), once `outs` exist: the refs are not built a second time.
+  void finish_expected(const OutList& outs) {
+    OpRecord& r = trace_.ops.back();
+    int32_t me = int32_t(trace_.ops.size()) - 1;
+    for (size_t k = 0; k < outs.size(); ++k)
+      if (!r.inplace && r.out_alias[k] < 0) {
+        assert(r.outs[k].buf == int32_t(trace_.bufs.size()));
+        new_internal(outs[k].storage().get(), me);
+      }
+  }
+  // Drops the open record: its call threw, so it never happened.
+  void abandon() { trace_.ops.pop_back(); }
+  // Closes the open record unless finished: abandon() when a call throws.
+  struct OpenGuard {
+    Recorder& rec;
+    bool done = false;
+    ~OpenGuard() {
+      if (!done) rec.abandon();
+    }
+  };
+
   void note_fetch() {
     if (trace_.fetches.empty() || trace_.fetches.back() != int32_t(trace_.ops.size()))
       trace_.fetches.push_back(int32_t(trace_.ops.size()));
@@ -157,7 +234,7 @@ class Recorder {
 
   Trace trace_;
   uint64_t serial_ = 0, birth_ = 0;
-  std::unordered_map<uint64_t, uint32_t> occurrences_;
+  PlaceCounts occurrences_;
 };
 
 }  // namespace terra::trace
