@@ -79,9 +79,14 @@ class Storage {
 
   // A co-executed op's output: no memory until its block is launched (see set_memory), and a
   // signal that host accesses wait on.
-  static Ref<Storage> lazy(size_t nbytes, Device device) {
+  // `pending`, if given, is the signal of the run that will produce it.
+  static Ref<Storage> lazy(size_t nbytes, Device device, Signal* pending = nullptr) {
     auto* s = new Storage(nullptr, nbytes, device);
     s->lazy_ = true;
+    if (pending) {
+      pending->retain();
+      s->pending_.store(pending, std::memory_order_relaxed);  // not shared with anyone yet
+    }
     return Ref<Storage>(s);
   }
   // Gives a lazy storage its own memory (64-byte aligned, owned).

@@ -16,6 +16,7 @@
 // of eager execution, bit for bit.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <ostream>
 #include <set>
@@ -167,9 +168,11 @@ class Engine final : public trace::Hook {
     TERRA_CHECK(!in_iteration_, "Engine::iteration",
                 "iterations of one engine cannot nest or overlap");
     runner_error_check();
+    // Finished runs leave the window (a large max_ahead must not keep every signal alive).
+    while (!inflight_.empty() && inflight_.front()->done()) inflight_.pop_front();
     while (int(inflight_.size()) >= std::max(1, opts_.max_ahead)) {
       inflight_.front()->wait_done();
-      inflight_.erase(inflight_.begin());
+      inflight_.pop_front();
     }
     static std::atomic<uint64_t> serials{1};
     rec_.begin(serials.fetch_add(1), Storage::next_birth());
@@ -349,9 +352,11 @@ class Engine final : public trace::Hook {
     detail::Prepared p;
     detail::prepare(call, info, p);
     if (TERRA_UNLIKELY(on_device(call))) device_op_ = true;
-    trace::OpRecord r = rec_.start(call);
+    rec_.start(call);
+    trace::Recorder::OpenGuard open{rec_};
     OutList outs = detail::execute_eager(call, info, p);
-    rec_.finish(std::move(r), call, outs);
+    rec_.finish(call, outs);
+    open.done = true;
     return outs;
   }
 
@@ -423,7 +428,8 @@ class Engine final : public trace::Hook {
   OutList coexec(const OpCall& call, const OpInfo& info) {
     detail::Prepared p;
     detail::prepare(call, info, p);
-    trace::OpRecord r = rec_.start(call);
+    trace::OpRecord& r = rec_.start(call);
+    trace::Recorder::OpenGuard open{rec_};
     expect_outputs(call, p, r);
     const char* why = on_device(call)            ? kDeviceReason
                       : opts_.unchecked_replay ? next_captured(call, r)
@@ -436,7 +442,8 @@ class Engine final : public trace::Hook {
       r.outs.clear();
       r.out_alias.clear();
       OutList outs = detail::execute_eager(call, info, p);
-      rec_.finish(std::move(r), call, outs);
+      rec_.finish(call, outs);
+      open.done = true;
       return outs;
     }
     const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
@@ -465,21 +472,14 @@ class Engine final : public trace::Hook {
                                               m.offset, m.dtype));
           continue;
         }
-        Ref<Storage> s = Storage::lazy(size_t(numel_of(m.shape)) * itemsize(m.dtype), m.device);
-        s->set_pending(sig);
+        Ref<Storage> s = Storage::lazy(size_t(numel_of(m.shape)) * itemsize(m.dtype), m.device, sig);
         storage_[node.outs[k].buf] = s;
-        outs.push_back(Tensor::from_storage(std::move(s), m.shape, contiguous_strides(m.shape), 0,
-                                            m.dtype));
+        outs.push_back(Tensor::from_storage(std::move(s), m.shape, r.outs[k].strides, 0, m.dtype));
       }
     }
-    r.outs.clear();
-    r.out_alias.clear();
-    rec_.finish(std::move(r), call, outs);
-    if (p.record) {
-      std::span<const Tensor> saved = call.out ? std::span<const Tensor>(p.saved.data(), p.saved.size())
-                                               : call.inputs;
-      autograd_record(call, info, outs, saved, p.versions);
-    }
+    rec_.finish_expected(outs);
+    open.done = true;
+    if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
     ++stats_.ops_coexecuted;
     return outs;
   }
@@ -521,7 +521,7 @@ class Engine final : public trace::Hook {
   std::vector<Attrs> attrs_;           // per node of the current block
   int32_t launched_ = 0;
   Ref<exec::RunSignal> open_, last_signal_;
-  std::vector<Ref<exec::RunSignal>> inflight_;  // last run of each recent iteration
+  std::deque<Ref<exec::RunSignal>> inflight_;  // last run of each recent iteration
   std::vector<int32_t> path_;
   std::set<uint64_t> paths_;
   std::vector<exec::TimelineEvent> events_;

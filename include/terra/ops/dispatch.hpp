@@ -107,7 +107,13 @@ struct Prepared {
   MetaList metas;
   bool record = false;
   SmallVector<uint64_t, 4> versions;
-  SmallVector<Tensor, 4> saved;  // in-place calls only: the inputs autograd keeps
+  SmallVector<Tensor, 4> saved;  // in-place calls whose input is overwritten: the inputs
+                                 // autograd keeps (empty: it keeps the call's inputs)
+
+  // The inputs autograd keeps for this call.
+  std::span<const Tensor> saved_inputs(const OpCall& call) const {
+    return saved.empty() ? call.inputs : std::span<const Tensor>(saved.data(), saved.size());
+  }
 };
 
 inline void prepare(const OpCall& call, const OpInfo& info, Prepared& p) {
@@ -121,13 +127,13 @@ inline void prepare(const OpCall& call, const OpInfo& info, Prepared& p) {
   TERRA_CHECK(p.metas.size() == 1 && p.metas[0].alias < 0, info.name, "has no in-place form");
   // The vjp must see the values before this op overwrote them: snapshot saved inputs that
   // share memory with the destination.
-  p.saved = SmallVector<Tensor, 4>(call.inputs.begin(), call.inputs.end());
-  if (p.record && (info.saves & kSaveInputs))
-    for (size_t i = 0; i < p.saved.size(); ++i)
-      if (p.saved[i].storage() == call.out->storage()) {
-        p.saved[i] = snapshot(p.saved[i]);
-        p.versions[i] = 0;
-      }
+  if (!p.record || !(info.saves & kSaveInputs)) return;
+  for (size_t i = 0; i < call.inputs.size(); ++i)
+    if (call.inputs[i].storage() == call.out->storage()) {
+      if (p.saved.empty()) p.saved = SmallVector<Tensor, 4>(call.inputs.begin(), call.inputs.end());
+      p.saved[i] = snapshot(p.saved[i]);
+      p.versions[i] = 0;
+    }
 }
 
 // Allocate (or alias), run the kernel now, record for autograd.
@@ -137,7 +143,7 @@ inline OutList execute_eager(const OpCall& call, const OpInfo& info, Prepared& p
   if (call.out) {
     outs.emplace_back();
     run_into(call, info, p.metas[0], outs[0]);
-    if (p.record) autograd_record(call, info, outs, {p.saved.data(), p.saved.size()}, p.versions);
+    if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
     return outs;
   }
   bool compute = false;
