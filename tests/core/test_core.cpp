@@ -1,6 +1,8 @@
 // Core pieces: dtypes, shapes, small vectors, storage lifetime, errors.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include <atomic>
 #include <mutex>
 #include <vector>
@@ -46,6 +48,42 @@ TEST(Core, SmallVectorGrowsPastInlineCapacity) {
   EXPECT_EQ(w[1], 2);
   tr::SmallVector<int64_t, 2> c = w;
   EXPECT_EQ(c, w);
+}
+
+// The trivially-copyable fast paths (whole inline buffer copies) and the generic ones agree.
+TEST(Core, SmallVectorCopiesAndMovesKeepEveryElement) {
+  using V = tr::SmallVector<int64_t, 4>;
+  V small{1, 2, 3};
+  V big{1, 2, 3, 4, 5, 6};
+  V grown = big;
+  grown.clear();  // on the heap, empty
+  grown = small;  // an inline source into a heap destination
+  EXPECT_EQ(grown, small);
+  grown.push_back(9);
+  grown.push_back(10);
+  EXPECT_EQ(grown.size(), 5u);
+  EXPECT_EQ(grown[4], 10);
+  big.erase(big.begin());
+  big.erase(big.begin());
+  big.erase(big.begin());  // on the heap, 3 elements
+  V from_heap = big;
+  EXPECT_EQ(from_heap, (V{4, 5, 6}));
+  V moved = std::move(from_heap);
+  EXPECT_EQ(moved, (V{4, 5, 6}));
+  V inline_moved = V{7, 8};
+  EXPECT_EQ(inline_moved, (V{7, 8}));
+  EXPECT_NE(inline_moved, (V{7, 8, 0}));
+  EXPECT_NE(inline_moved, (V{7, 9}));
+  V none{};  // value-initialized: empty, usable
+  EXPECT_TRUE(none.empty());
+  none = V{};
+  EXPECT_TRUE(none.empty());
+  // Non-trivial elements take the element-wise paths.
+  tr::SmallVector<std::string, 2> ss{"a", std::string(40, 'b')};
+  auto copy = ss;
+  auto stolen = std::move(ss);
+  EXPECT_EQ(copy, stolen);
+  EXPECT_EQ(stolen[1], std::string(40, 'b'));
 }
 
 TEST(Core, TensorBasics) {

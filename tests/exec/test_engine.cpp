@@ -212,6 +212,59 @@ TEST(CoExec, KernelErrorInsideARunSurfaces) {
   EXPECT_GE(engine.stats().coexecuted, 2);
 }
 
+// The recorder's per-iteration call-site counts: one count per place, cleared per iteration,
+// kept across the table's growth.
+TEST(CoExec, PlaceCountsCountPerPlaceAndClear) {
+  terra::trace::PlaceCounts c;
+  for (int round = 0; round < 3; ++round) {
+    c.clear();
+    for (uint64_t k = 0; k < 500; ++k) EXPECT_EQ(c.next(k * 0x10000), 0u);  // grows past 64
+    for (uint64_t k = 0; k < 500; ++k) EXPECT_EQ(c.next(k * 0x10000), 1u);
+    EXPECT_EQ(c.next(0), 2u);
+    EXPECT_EQ(c.next(12345), 0u);
+  }
+}
+
+// A call whose kernel throws while its iteration is traced never happened: the trace and the
+// graph hold no record of it, and the iteration goes on to give eager's results.
+TEST(CoExec, CallThatThrowsLeavesNoRecord) {
+  namespace tr = terra;
+  auto run = [](bool coexec) {
+    tr::manual_seed(5);
+    tr::nn::Linear lin(4, 4);
+    tr::optim::SGD opt(lin->parameters(), {.lr = 0.1});
+    tr::Engine engine(tr::EngineOptions{.coexecute = coexec});
+    std::vector<float> losses;
+    int caught = 0;
+    for (int i = 0; i < 20; ++i) {
+      auto it = engine.iteration();
+      tr::Tensor x = tr::randn({3, 4});
+      if (i < 3) {  // the eager and traced iterations: an out-of-range index fails in its kernel
+        try {
+          tr::Tensor bad = tr::index_select(x, 0, tr::tensor(std::vector<int64_t>{7}, {1}));
+        } catch (const tr::Error&) {
+          ++caught;
+        }
+      }
+      tr::Tensor y = lin(x);
+      tr::Tensor loss = (y * y).mean();
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      losses.push_back(loss.item<float>());
+    }
+    EXPECT_EQ(caught, 3);
+    return std::pair{losses, engine.stats()};
+  };
+  auto [eager, es] = run(false);
+  auto [co, cs] = run(true);
+  EXPECT_EQ(eager, co);
+  std::cout << cs << "\n";
+  EXPECT_EQ(cs.traced, 2);
+  EXPECT_EQ(cs.fallbacks, 0);  // a leftover record of the failed call would not match
+  EXPECT_EQ(cs.coexecuted, 17);
+}
+
 TEST(CoExec, DumpsAndTimeline) {
   namespace tr = terra;
   tr::Engine engine(tr::EngineOptions{.timeline = true});
