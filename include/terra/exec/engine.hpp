@@ -356,7 +356,6 @@ class Engine final : public trace::Hook {
     trace::Recorder::OpenGuard open{rec_};
     OutList outs = detail::execute_eager(call, info, p);
     rec_.finish(call, outs);
-    open.done = true;
     return outs;
   }
 
@@ -443,7 +442,6 @@ class Engine final : public trace::Hook {
       r.out_alias.clear();
       OutList outs = detail::execute_eager(call, info, p);
       rec_.finish(call, outs);
-      open.done = true;
       return outs;
     }
     const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
@@ -478,7 +476,6 @@ class Engine final : public trace::Hook {
       }
     }
     rec_.finish_expected(outs);
-    open.done = true;
     if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
     ++stats_.ops_coexecuted;
     return outs;

@@ -136,6 +136,7 @@ class Recorder {
   // serial: unique per iteration in the process; birth: Storage::birth bound at its start.
   void begin(uint64_t serial, uint64_t birth) {
     serial_ = serial;
+    open_ = false;
     birth_ = birth;
     trace_.clear();
     occurrences_.clear();
@@ -172,8 +173,11 @@ class Recorder {
 
   // Opens the record of a call before its outputs exist (op, attributes, site, inputs) as the
   // trace's last op, built in place: no copy of its shapes and strides is ever made. Exactly
-  // one of finish(), finish_expected() or abandon() closes it, before any other call records.
+  // one of finish() or finish_expected() closes it, before any other call records; an
+  // OpenGuard drops it if the call throws first.
   OpRecord& start(const OpCall& call) {
+    assert(!open_);
+    open_ = true;
     OpRecord& r = trace_.ops.emplace_back();
     r.op = call.op;
     r.attrs = call.attrs;
@@ -185,6 +189,7 @@ class Recorder {
   // Completes the open record with the call's outputs (eager or lazy). An output that shares
   // storage with an input is a view of it; any other output is a fresh internal buffer.
   void finish(const OpCall& call, const OutList& outs) {
+    open_ = false;
     OpRecord& r = trace_.ops.back();
     int32_t me = int32_t(trace_.ops.size()) - 1;
     for (size_t k = 0; k < outs.size(); ++k) {
@@ -200,6 +205,7 @@ class Recorder {
   // call: fresh outputs numbered from bufs.size() in order, views naming their input's
   // buffer), once `outs` exist: the refs are not built a second time.
   void finish_expected(const OutList& outs) {
+    open_ = false;
     OpRecord& r = trace_.ops.back();
     int32_t me = int32_t(trace_.ops.size()) - 1;
     for (size_t k = 0; k < outs.size(); ++k)
@@ -208,14 +214,14 @@ class Recorder {
         new_internal(outs[k].storage().get(), me);
       }
   }
-  // Drops the open record: its call threw, so it never happened.
-  void abandon() { trace_.ops.pop_back(); }
-  // Closes the open record unless finished: abandon() when a call throws.
+  // Drops the record still open when its call throws: the call never happened.
   struct OpenGuard {
     Recorder& rec;
-    bool done = false;
     ~OpenGuard() {
-      if (!done) rec.abandon();
+      if (rec.open_) {
+        rec.trace_.ops.pop_back();
+        rec.open_ = false;
+      }
     }
   };
 
@@ -233,6 +239,7 @@ class Recorder {
   }
 
   Trace trace_;
+  bool open_ = false;  // trace_.ops.back() is a started, unfinished record
   uint64_t serial_ = 0, birth_ = 0;
   PlaceCounts occurrences_;
 };
