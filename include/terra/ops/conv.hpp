@@ -3,6 +3,7 @@
 
 #include <array>
 #include <optional>
+#include <span>
 #include <tuple>
 #include <utility>
 
@@ -155,6 +156,19 @@ struct Conv2dBackward {
     if (v[9]) out.push_back(detail::meta(Shape{w.shape()[0]}, dt, x.device()));
   }
 };
+
+// A conv2d_backward call's outputs by name: attrs.ints[7..9] select the gradients of input,
+// weight and bias, which come in that order; null where one is not asked for.
+struct Conv2dGrads {
+  Tensor *input, *weight, *bias;
+};
+inline Conv2dGrads conv2d_grads(const Attrs& a, std::span<Tensor> outs) {
+  size_t k = 0;
+  Tensor* gx = a.ints[7] ? &outs[k++] : nullptr;
+  Tensor* gw = a.ints[8] ? &outs[k++] : nullptr;
+  Tensor* gb = a.ints[9] ? &outs[k++] : nullptr;
+  return {gx, gw, gb};
+}
 
 // x: [N, C, H, W] or [C, H, W] -> values [..., Ho, Wo] and, with indices, int64 positions of
 // the maxima flattened over each H * W plane (as PyTorch).

@@ -412,10 +412,8 @@ void conv_bias_grad(const ConvGeom& g, const T* go, T* db) {
 
 inline void conv2d_backward_kernel(const OpCall& c, std::span<Tensor> outs) {
   const auto& v = c.attrs.ints;
-  size_t k = 0;
-  Tensor* gx = v[7] ? &outs[k++] : nullptr;
-  Tensor* gw = v[8] ? &outs[k++] : nullptr;
-  Tensor* gb = v[9] ? &outs[k++] : nullptr;
+  const op::Conv2dGrads grads = op::conv2d_grads(c.attrs, outs);
+  Tensor *gx = grads.input, *gw = grads.weight, *gb = grads.bias;
   DType dt = outs[0].dtype();
   Tensor go = contiguous_as(c.inputs[0], dt), x = contiguous_as(c.inputs[1], dt);
   Tensor w = contiguous_as(c.inputs[2], dt);

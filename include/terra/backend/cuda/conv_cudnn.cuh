@@ -236,10 +236,8 @@ inline void conv_grad_weight(ConvSetup& s, const Tensor& dy, const Tensor& x, Te
 inline void conv2d_backward_kernel(const OpCall& c, std::span<Tensor> outs) {
   const char* op = "conv2d_backward";
   const auto& v = c.attrs.ints;
-  size_t k = 0;
-  Tensor* gx = v[7] ? &outs[k++] : nullptr;
-  Tensor* gw = v[8] ? &outs[k++] : nullptr;
-  Tensor* gb = v[9] ? &outs[k++] : nullptr;
+  const op::Conv2dGrads grads = op::conv2d_grads(c.attrs, outs);
+  Tensor *gx = grads.input, *gw = grads.weight, *gb = grads.bias;
   DType dt = outs[0].dtype();
   Tensor dy = la::dense(c.inputs[0], dt, op), x = la::dense(c.inputs[1], dt, op);
   Tensor w = la::dense(c.inputs[2], dt, op);
