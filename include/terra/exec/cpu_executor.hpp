@@ -5,6 +5,7 @@
 // fused) are applied only where this run's storage makes them safe.
 #pragma once
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -69,20 +70,81 @@ struct Tiling {
   }
 };
 
-// One operand of a fused member: a view broadcast to the step's shape, or a scratch slot.
-struct FusedOperand {
-  Tensor full;
-  int slot = -1;
-  DType dtype = DType::Float32;
+// A fused step, decoded once per plan. Its members read and write `operands`: distinct views,
+// each broadcast to the step's shape. Per tile, a chunk re-aims one TensorImpl per operand at
+// the tile (offset, and shape for the last partial tile) instead of building tensors.
+struct FusedOperandDesc {
+  graph::ValueRef v;  // as the node names it (the run's cse remap applies to v.buf)
+  Strides full;       // v's strides broadcast to the step's shape
+  Strides tile;       // full, from the tiling's dim on
+};
+struct FusedMemberDesc {
+  int32_t node = 0;
+  SmallVector<int32_t, 3> ins;  // operand indices
+  int32_t out = 0;
+};
+struct FusedProg {
+  Tiling tiling;
+  std::vector<FusedOperandDesc> operands;
+  std::vector<FusedMemberDesc> members;
+  int64_t tile_bytes = 0;  // one scratch slot: a full tile of the widest dtype, 64-byte aligned
+
+  FusedProg(const graph::Plan& p, const graph::Step& st, int64_t tile_elems)
+      : tiling(p.ir.nodes[st.nodes[0]].outs[0].shape, tile_elems) {
+    const Shape& shape = tiling.shape;
+    auto index_of = [&](const graph::ValueRef& v) {
+      for (size_t i = 0; i < operands.size(); ++i)
+        if (operands[i].v == v) return int32_t(i);
+      Strides full = broadcast_strides(v.shape, v.strides, shape);
+      operands.push_back({v, full, tiling.tile_strides(full)});
+      return int32_t(operands.size() - 1);
+    };
+    size_t widest = 1;
+    for (int32_t n : st.nodes) {
+      const graph::IrNode& node = p.ir.nodes[n];
+      FusedMemberDesc m;
+      m.node = n;
+      for (const graph::ValueRef& v : node.ins) m.ins.push_back(index_of(v));
+      m.out = index_of(node.outs[0]);
+      members.push_back(std::move(m));
+    }
+    for (const FusedOperandDesc& o : operands) widest = std::max(widest, itemsize(o.v.dtype));
+    tile_bytes = (tiling.elems * int64_t(widest) + 63) / 64 * 64;
+  }
 };
 
-struct FusedMember {
-  Op op;
-  const Attrs* attrs;
-  SmallVector<FusedOperand, 3> ins;
-  FusedOperand out;
-  bool inplace = false;
-  OutMeta meta;  // in-place members: the result's dtype (shape set per tile)
+// Scratch for the chunks of fused steps: a few reusable buffers, one per chunk running at once.
+class ScratchPool {
+ public:
+  explicit ScratchPool(int n) : slots_(size_t(std::max(n, 1))) {}
+  // A buffer of at least `bytes`, held until release(). Never fails: with every slot taken
+  // (more threads than expected), it allocates one for this chunk alone.
+  struct Lease {
+    Ref<Storage> mem;
+    int slot = -1;
+  };
+  Lease acquire(size_t bytes) {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      bool expected = false;
+      if (!slots_[i].busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+        continue;
+      if (!slots_[i].mem || slots_[i].mem->nbytes() < bytes)
+        slots_[i].mem = Storage::allocate(std::max<size_t>(bytes, 64), Device::cpu());
+      return {slots_[i].mem, int(i)};
+    }
+    return {Storage::allocate(std::max<size_t>(bytes, 64), Device::cpu()), -1};
+  }
+  void release(Lease& l) {
+    if (l.slot >= 0) slots_[size_t(l.slot)].busy.store(false, std::memory_order_release);
+    l = {};
+  }
+
+ private:
+  struct Slot {
+    std::atomic<bool> busy{false};
+    Ref<Storage> mem;
+  };
+  std::vector<Slot> slots_;
 };
 
 }  // namespace detail
@@ -100,7 +162,9 @@ class CpuExecutor {
  public:
   // tile_elems: the size of a fused step's tiles (tests make it tiny to cut small tensors).
   explicit CpuExecutor(std::shared_ptr<const graph::Plan> plan, int64_t tile_elems = 4096)
-      : plan_(std::move(plan)), tile_elems_(std::max<int64_t>(tile_elems, 1)) {
+      : plan_(std::move(plan)),
+        tile_elems_(std::max<int64_t>(tile_elems, 1)),
+        pool_(get_num_threads() + 2) {
     const graph::Plan& p = *plan_;
     size_t nb = p.ir.bufs.size();
     arena_ = Storage::allocate(size_t(std::max<int64_t>(p.arena_bytes, 64)), Device::cpu());
@@ -118,6 +182,9 @@ class CpuExecutor {
     for (size_t s = 0; s < p.steps.size(); ++s)
       for (int32_t n : p.steps[s].nodes) step_of_[n] = int32_t(s);
     scratch_ = graph::fused_intermediates(p);
+    progs_.resize(p.steps.size());
+    for (size_t s = 0; s < p.steps.size(); ++s)
+      if (p.steps[s].fused) progs_[s] = std::make_unique<detail::FusedProg>(p, p.steps[s], tile_elems_);
     st_.resize(nb);
     bound_.resize(nb);
     given_.resize(nb);
@@ -265,103 +332,125 @@ class CpuExecutor {
 
   // ---- fused steps ----
 
-  detail::FusedOperand operand(const graph::ValueRef& v, const Shape& shape,
-                               const std::vector<int32_t>& slots) const {
-    detail::FusedOperand o;
-    o.dtype = v.dtype;
-    o.slot = slots[remap_[v.buf]];
-    if (o.slot < 0) {
-      const Ref<Storage>& s = st_[remap_[v.buf]];
-      TERRA_CHECK(bool(s), "graph.run", "external buffer ", v.buf, " is not bound");
-      o.full = Tensor::from_storage(s, shape, broadcast_strides(v.shape, v.strides, shape),
-                                    v.offset, v.dtype);
-    }
-    return o;
-  }
-
-  std::vector<detail::FusedMember> fused_members(const graph::Step& st, const Shape& shape,
-                                                 const std::vector<int32_t>& slots,
-                                                 const RunArgs& a) const {
-    std::vector<detail::FusedMember> ms;
-    for (int32_t n : st.nodes) {
-      const graph::IrNode& node = plan_->ir.nodes[n];
-      detail::FusedMember m{.op = node.op, .attrs = &attrs_of(n, a), .inplace = node.inplace};
-      for (const graph::ValueRef& v : node.ins) m.ins.push_back(operand(v, shape, slots));
-      m.out = operand(node.outs[0], shape, slots);
-      if (node.inplace) {  // the result dtype, and the checks eager makes, on whole tensors
-        SmallVector<Tensor, 4> ins;
-        for (const graph::ValueRef& v : node.ins) ins.push_back(view(v));
-        Tensor dest = view(node.outs[0]);
-        MetaList metas;
-        op_info(node.op).infer({.op = node.op, .inputs = {ins.data(), ins.size()},
-                                .attrs = *m.attrs, .out = &dest}, metas);
-        m.meta = metas[0];
-      }
-      ms.push_back(std::move(m));
-    }
-    return ms;
-  }
-
-  // Each member's own kernel on one tile: results are bit-identical to running the members
-  // one after the other, and no arithmetic is contracted across ops.
-  static void run_tile(const std::vector<detail::FusedMember>& ms, const detail::Tiling& tl,
-                       int64_t t, const std::vector<Tensor>& scratch) {
-    Shape ts = tl.tile_shape(t);
-    Strides cs = contiguous_strides(ts);
-    auto tile = [&](const detail::FusedOperand& o) {
-      if (o.slot >= 0) return Tensor::from_storage(scratch[o.slot].storage(), ts, cs, 0, o.dtype);
-      return Tensor::from_storage(o.full.storage(), ts, tl.tile_strides(o.full.strides()),
-                                  o.full.storage_offset() + tl.offset(t, o.full.strides()),
-                                  o.dtype);
-    };
-    for (const detail::FusedMember& m : ms) {
-      SmallVector<Tensor, 4> ins;
-      for (const detail::FusedOperand& o : m.ins) ins.push_back(tile(o));
-      Tensor out = tile(m.out);
-      OpCall call{.op = m.op, .inputs = {ins.data(), ins.size()}, .attrs = *m.attrs};
-      const OpInfo& info = op_info(m.op);
-      if (m.inplace) {
-        OutMeta meta = m.meta;
-        meta.shape = ts;
-        call.out = &out;
-        Tensor result;
-        terra::detail::compute_into(call, info, meta, result);
-      } else {
-        terra::detail::run_kernel(call, info, {&out, 1});
-      }
-    }
-  }
+  // Per run: where each operand of step s lives (its buffer's storage, or a scratch slot for
+  // an intermediate the host does not hold), and each in-place member's result dtype with the
+  // checks eager makes, on whole tensors.
+  struct FusedRun {
+    const detail::FusedProg* prog = nullptr;
+    SmallVector<const Attrs*, 8> attrs;        // per member
+    SmallVector<OutMeta, 8> metas;             // per member (in-place members only)
+    SmallVector<Ref<Storage>, 8> storage;      // per operand; null: scratch
+    SmallVector<int64_t, 8> scratch_offset;    // per operand: elements into the chunk's scratch
+    int64_t scratch_bytes = 0;
+  };
 
   void run_fused(int32_t s, const RunArgs& a) {
-    const graph::Step& st = plan_->steps[s];
-    const Shape& shape = plan_->ir.nodes[st.nodes[0]].outs[0].shape;
-    // Intermediates the host does not hold live in per-thread scratch, one slot each.
-    std::vector<int32_t> slots(plan_->ir.bufs.size(), -1);
-    std::vector<DType> slot_dtype;
-    for (int32_t b : scratch_[s])
-      if (!given_[b]) {
-        slots[b] = int32_t(slot_dtype.size());
-        slot_dtype.push_back(plan_->ir.nodes[plan_->ir.bufs[b].producer].outs[0].dtype);
+    const detail::FusedProg& prog = *progs_[s];
+    FusedRun fr;
+    fr.prog = &prog;
+    const std::vector<int32_t>& cand = scratch_[s];
+    SmallVector<int32_t, 8> slot_of_buf;  // parallel to cand: the slot given to it, or -1
+    for (int32_t b : cand) {
+      slot_of_buf.push_back(given_[b] ? -1 : int32_t(fr.scratch_bytes / prog.tile_bytes));
+      if (!given_[b]) fr.scratch_bytes += prog.tile_bytes;
+    }
+    for (const detail::FusedOperandDesc& o : prog.operands) {
+      int32_t b = remap_[o.v.buf];
+      int32_t slot = -1;
+      for (size_t i = 0; i < cand.size(); ++i)
+        if (cand[i] == b) slot = slot_of_buf[i];
+      if (slot >= 0) {
+        fr.storage.push_back({});
+        fr.scratch_offset.push_back(int64_t(slot) * prog.tile_bytes / int64_t(itemsize(o.v.dtype)));
+      } else {
+        TERRA_CHECK(bool(st_[b]), "graph.run", "external buffer ", o.v.buf, " is not bound");
+        fr.storage.push_back(st_[b]);
+        fr.scratch_offset.push_back(0);
       }
-    auto ms = fused_members(st, shape, slots, a);
+    }
+    for (const detail::FusedMemberDesc& m : prog.members) {
+      const graph::IrNode& node = plan_->ir.nodes[m.node];
+      fr.attrs.push_back(&attrs_of(m.node, a));
+      fr.metas.push_back({});
+      if (!node.inplace) continue;
+      SmallVector<Tensor, 4> ins;
+      for (const graph::ValueRef& v : node.ins) ins.push_back(view(v));
+      Tensor dest = view(node.outs[0]);
+      MetaList metas;
+      op_info(node.op).infer({.op = node.op, .inputs = {ins.data(), ins.size()},
+                              .attrs = *fr.attrs.back(), .out = &dest}, metas);
+      fr.metas.back() = metas[0];
+    }
     ++stats_.fused;
-    detail::Tiling tl(shape, tile_elems_);
-    if (numel_of(shape) > 0) run_tiles(ms, tl, slot_dtype);
-    for (int32_t n : st.nodes)
-      for (int32_t b : graph::written_bufs(plan_->ir.nodes[n]))
-        if (slots[b] < 0 && !plan_->ir.bufs[b].external) bound_[b] = st_[b];
+    const detail::Tiling& tl = prog.tiling;
+    if (numel_of(tl.shape) > 0) {
+      int64_t members = int64_t(prog.members.size());
+      parallel_for(tl.count, tl.elems * members, [&](int64_t b, int64_t e) { run_chunk(fr, b, e); });
+    }
+    for (const detail::FusedMemberDesc& m : prog.members) {
+      int32_t b = prog.operands[size_t(m.out)].v.buf;
+      if (fr.storage[size_t(m.out)] && !plan_->ir.bufs[b].external) bound_[b] = st_[b];
+    }
   }
 
-  // Tiles in parallel chunks, each chunk with its own scratch. The team stops the loop at a
-  // kernel's exception and rethrows it here.
-  static void run_tiles(const std::vector<detail::FusedMember>& ms, const detail::Tiling& tl,
-                        const std::vector<DType>& slot_dtype) {
-    Shape full_tile = tl.tile_shape(0);
-    parallel_for(tl.count, tl.elems * int64_t(ms.size()), [&](int64_t b, int64_t e) {
-      std::vector<Tensor> scratch;
-      for (DType dt : slot_dtype) scratch.push_back(Tensor::empty(full_tile, dt));
-      for (int64_t t = b; t < e; ++t) run_tile(ms, tl, t, scratch);
-    });
+  // Tiles [tb, te) of a fused step: each member's own kernel on one tile, member after member,
+  // so results are bit-identical to running the members one after the other (no arithmetic is
+  // contracted across ops). The team stops the loop at a kernel's exception and rethrows it.
+  void run_chunk(const FusedRun& fr, int64_t tb, int64_t te) {
+    const detail::FusedProg& prog = *fr.prog;
+    const detail::Tiling& tl = prog.tiling;
+    detail::ScratchPool::Lease lease;
+    if (fr.scratch_bytes > 0) lease = pool_.acquire(size_t(fr.scratch_bytes));
+    struct Release {
+      detail::ScratchPool& pool;
+      detail::ScratchPool::Lease& lease;
+      ~Release() { pool.release(lease); }
+    } release{pool_, lease};
+    // One handle per operand, re-aimed at each tile.
+    Shape ts = tl.tile_shape(tb);
+    SmallVector<Tensor, 16> ops;
+    for (size_t i = 0; i < prog.operands.size(); ++i) {
+      const detail::FusedOperandDesc& o = prog.operands[i];
+      if (fr.storage[i])
+        ops.push_back(Tensor::from_storage(fr.storage[i], ts, o.tile, o.v.offset, o.v.dtype));
+      else
+        ops.push_back(Tensor::from_storage(lease.mem, ts, contiguous_strides(ts),
+                                           fr.scratch_offset[i], o.v.dtype));
+    }
+    SmallVector<SmallVector<Tensor, 3>, 8> ins;
+    for (const detail::FusedMemberDesc& m : prog.members) {
+      ins.emplace_back();
+      for (int32_t k : m.ins) ins.back().push_back(ops[size_t(k)]);
+    }
+    for (int64_t t = tb; t < te; ++t) {
+      Shape cur = tl.tile_shape(t);
+      bool reshape = !(cur == ts);
+      for (size_t i = 0; i < ops.size(); ++i) {
+        TensorImpl& impl = *ops[i].unsafe_impl();
+        if (reshape) {
+          impl.shape = cur;
+          if (!fr.storage[i]) impl.strides = contiguous_strides(cur);
+        }
+        if (fr.storage[i]) impl.offset = prog.operands[i].v.offset + tl.offset(t, prog.operands[i].full);
+      }
+      ts = cur;
+      for (size_t j = 0; j < prog.members.size(); ++j) {
+        const detail::FusedMemberDesc& m = prog.members[j];
+        const graph::IrNode& node = plan_->ir.nodes[m.node];
+        const OpInfo& info = op_info(node.op);
+        OpCall call{.op = node.op, .inputs = {ins[j].data(), ins[j].size()}, .attrs = *fr.attrs[j]};
+        Tensor& out = ops[size_t(m.out)];
+        if (node.inplace) {
+          OutMeta meta = fr.metas[j];
+          meta.shape = ts;
+          call.out = &out;
+          Tensor result;
+          terra::detail::compute_into(call, info, meta, result);
+        } else {
+          terra::detail::run_kernel(call, info, {&out, 1});
+        }
+      }
+    }
   }
 
   std::shared_ptr<const graph::Plan> plan_;
@@ -371,6 +460,8 @@ class CpuExecutor {
   std::vector<int32_t> last_user_;           // per buffer: the last node naming it
   std::vector<int32_t> step_of_;             // per node
   std::vector<std::vector<int32_t>> scratch_;  // per step: intermediates it may keep in scratch
+  std::vector<std::unique_ptr<detail::FusedProg>> progs_;  // per step: fused steps decoded
+  detail::ScratchPool pool_;
   // Per run.
   std::vector<Ref<Storage>> st_, bound_;  // where each buffer lives; where earlier ranges wrote
   std::vector<uint8_t> given_, need_, act_;

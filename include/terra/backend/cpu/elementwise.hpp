@@ -72,17 +72,20 @@ void binary_kernel(const OpCall& c, std::span<Tensor> outs) {
   const char* name = op_name(c.op);
   DType cd = OpT::compute_dtype(c);
   Tensor a = cast(c.inputs[0], cd);
-  Tensor b;
-  if (op::has_scalar_operand(c)) {
-    b = empty({}, cd);
-    Tensor s = empty({}, DType::Float64);
-    *s.data<double>() = c.attrs.scalars[0];
-    copy_into(s, b);
-    if (c.attrs.ints[0]) std::swap(a, b);
-  } else {
-    b = cast(c.inputs[1], cd);
-  }
   OpT f(c.attrs);
+  if (op::has_scalar_operand(c)) {  // the scalar, converted as a copy would, in a register
+    const bool left = c.attrs.ints[0] != 0;
+    TERRA_DISPATCH_COMPUTE(cd, name, {
+      using R = std::conditional_t<OpT::rule == op::DTypeRule::Same, T, bool>;
+      if constexpr (std::is_invocable_v<OpT, T, T>) {
+        const T sv = convert<T, double>(c.attrs.scalars[0]);
+        if (left) map<R, T>([&](T x) { return f(sv, x); }, outs[0], {a});
+        else map<R, T>([&](T x) { return f(x, sv); }, outs[0], {a});
+      }
+    });
+    return;
+  }
+  Tensor b = cast(c.inputs[1], cd);
   TERRA_DISPATCH_COMPUTE(cd, name, {
     using R = std::conditional_t<OpT::rule == op::DTypeRule::Same, T, bool>;
     if constexpr (std::is_invocable_v<OpT, T, T>) map<R, T, T>(f, outs[0], {a, b});
