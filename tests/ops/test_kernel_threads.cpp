@@ -4,6 +4,7 @@
 // against the baseline ones. Also batch_norm_backward, the fused first-order gradient of a
 // training batch_norm, against the composite one.
 #include <cstring>
+#include <vector>
 
 #include "op_test.hpp"
 
@@ -130,6 +131,34 @@ TEST(KernelIsa, SoftmaxAvx2AndBaselineAgree) {
   tr::cpu_use_avx2() = true;
   for (size_t i = 0; i < fast.size(); ++i)
     EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
+}
+
+// Dropout's 8-wide Philox (AVX2) draws exactly the scalar generator's numbers, at any offset
+// (a counter whose low word wraps inside a group of 8 included) and any length: both paths
+// give the same bytes, and element i is kept iff uniform_f32(seed, offset + i) >= p.
+TEST(KernelIsa, DropoutAvx2AndBaselineAgree) {
+  if (!tr::cpu_use_avx2()) GTEST_SKIP() << "this CPU (or build) has no AVX2 path";
+  const uint64_t seed = 0x1234ABCD5678EF01ull;
+  const double p = 0.3;
+  for (uint64_t offset : {uint64_t(0), uint64_t(5), uint64_t(0xFFFFFFFCull),
+                          uint64_t(0x7FFFFFFFFFFFFFF9ull)}) {
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(8), int64_t(9), int64_t(61), int64_t(37 * 129)}) {
+      Tensor x = tt::random({n}, DType::Float32, 15, 0.5, 3);  // no zeros: y == 0 means dropped
+      auto run = [&] {
+        tr::default_generator() = tr::Generator{seed, offset};
+        return tr::dropout(x, p, true);
+      };
+      Tensor fast = run();
+      tr::cpu_use_avx2() = false;
+      Tensor base = run();
+      tr::cpu_use_avx2() = true;
+      ASSERT_TRUE(same_bytes(fast, base)) << "offset " << offset << ", " << n << " elements";
+      std::vector<float> y = base.to_vector<float>();
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(y[size_t(i)] != 0.0f, tr::PhiloxDraw::uniform_f32(seed, offset + uint64_t(i)) >= float(p))
+            << "offset " << offset << " + " << i;
+    }
+  }
 }
 
 // The small CNN of examples/cnn.cpp, three Adam steps: every parameter bit-identical.

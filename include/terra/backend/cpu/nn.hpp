@@ -443,9 +443,64 @@ template <>
 inline constexpr KernelFn cpu_kernel<op::BatchNormBackward> = &batch_norm_backward_kernel;
 
 // ---- dropout ----
-// Draws in chunks: the Philox loop has no branches, so the compiler can vectorize it.
+#if defined(TERRA_CPU_AVX2_CLONES)
+// PhiloxDraw::uniform_f32 for the 8 counters first .. first + 7 at once: Philox-4x32-10 in
+// 32-bit lanes, each 32x32 -> 64-bit product split from an even-lane and an odd-lane
+// _mm256_mul_epu32. Integer arithmetic only, so every bit matches the scalar generator
+// (tests/ops/test_kernel_threads.cpp compares them); about 4x faster than one block at a time.
+__attribute__((target("avx2"), always_inline)) inline void mul_hi_lo_x8(__m256i a, __m256i m,
+                                                                        __m256i& l, __m256i& h) {
+  __m256i even = _mm256_mul_epu32(a, m);
+  __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  l = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  h = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+// groups: how many groups of 8 counters, from `first`.
+__attribute__((target("avx2"))) inline void uniform_f32_x8(uint64_t key, uint64_t first, int64_t groups,
+                                                           float* u) {
+  const __m256i m0 = _mm256_set1_epi32(int32_t(0xD2511F53u)), m1 = _mm256_set1_epi32(int32_t(0xCD9E8D57u));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i sign = _mm256_set1_epi32(int32_t(0x80000000u));
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint64_t base = first + uint64_t(g) * 8;
+    // Counters base + lane as 64-bit numbers: the low words, and the high word plus the carry
+    // of lanes whose low word wrapped (unsigned low < base's low word).
+    const __m256i blo = _mm256_set1_epi32(int32_t(uint32_t(base)));
+    __m256i c0 = _mm256_add_epi32(blo, lane);
+    __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(blo, sign), _mm256_xor_si256(c0, sign));
+    __m256i c1 = _mm256_sub_epi32(_mm256_set1_epi32(int32_t(uint32_t(base >> 32))), wrapped);
+    __m256i c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
+    uint32_t k0 = uint32_t(key), k1 = uint32_t(key >> 32);
+    for (int r = 0; r < 10; ++r) {
+      __m256i l0, h0, l1, h1;
+      mul_hi_lo_x8(c0, m0, l0, h0);
+      mul_hi_lo_x8(c2, m1, l1, h1);
+      __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(h1, c1), _mm256_set1_epi32(int32_t(k0)));
+      __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(h0, c3), _mm256_set1_epi32(int32_t(k1)));
+      c1 = l1;
+      c3 = l0;
+      c0 = n0;
+      c2 = n2;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    // float(v0 >> 8) * 2^-24: exact in both paths (24-bit integers, a power-of-two scale).
+    __m256 f = _mm256_cvtepi32_ps(_mm256_srli_epi32(c0, 8));
+    _mm256_storeu_ps(u + g * 8, _mm256_mul_ps(f, _mm256_set1_ps(1.0f / 16777216.0f)));
+  }
+}
+#endif
+
+// u[j] = PhiloxDraw::uniform_f32(seed, first + j) for j < n.
 inline void dropout_draws(uint64_t seed, uint64_t first, int64_t n, float* u) {
-  for (int64_t j = 0; j < n; ++j) u[j] = PhiloxDraw::uniform_f32(seed, first + uint64_t(j));
+  int64_t j = 0;
+#if defined(TERRA_CPU_AVX2_CLONES)
+  if (cpu_use_avx2()) {
+    uniform_f32_x8(seed, first, n / 8, u);
+    j = n / 8 * 8;
+  }
+#endif
+  for (; j < n; ++j) u[j] = PhiloxDraw::uniform_f32(seed, first + uint64_t(j));
 }
 
 template <class T>
@@ -458,10 +513,10 @@ void dropout_apply(const T* x, T* y, bool* mask, int64_t n, const OpCall& c) {
     for (int64_t i0 = b; i0 < e; i0 += 256) {
       const int64_t len = std::min<int64_t>(256, e - i0);
       dropout_draws(c.attrs.seed, c.attrs.offset + uint64_t(i0), len, u);
-      for (int64_t j = 0; j < len; ++j) {
-        const bool keep = p < 1.0 && u[j] >= pf;
+      for (int64_t j = 0; j < len; ++j) {  // branch-free: a random mask mispredicts
+        const bool keep = (u[j] >= pf) & (p < 1.0);
         mask[i0 + j] = keep;
-        y[i0 + j] = keep ? x[i0 + j] * scale : T(0);
+        y[i0 + j] = select(keep, T(x[i0 + j] * scale), T(0));
       }
     }
   });
