@@ -133,6 +133,49 @@ TEST(KernelIsa, SoftmaxAvx2AndBaselineAgree) {
     EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
 }
 
+// terra's float32 gemm for CPUs with AVX-512 (backend/cpu/sgemm_avx512.hpp) against a float64
+// product, across its tile edges (12-row strips, 32-column tiles, k slabs of at most 256) and
+// every operand layout it packs differently (row-major, transposed, strided both ways): each
+// element within the float32 rounding bound k * eps * sum |a||b|, the same bits for one, two
+// and three threads, and the path it replaces (CBLAS) within the same bound.
+TEST(KernelIsa, Avx512GemmMatchesFloat64) {
+  if (!tr::cpu_use_avx512()) GTEST_SKIP() << "this CPU (or build) has no AVX-512 gemm";
+  struct Case {
+    int64_t m, n, k;
+  };
+  const Case cases[] = {{1, 24, 1},    {5, 33, 7},     {12, 32, 16},  {13, 31, 17},
+                        {25, 100, 257}, {64, 257, 600}, {130, 64, 513}, {7, 24, 300}};
+  // layout: 0 row-major, 1 transposed, 2 every other row and column of a larger matrix
+  auto operand = [](int64_t r, int64_t c, int layout, uint32_t seed) {
+    if (layout == 1) return tt::random({c, r}, DType::Float32, seed).transpose(0, 1);
+    if (layout == 2)
+      return tt::random({2 * r, 2 * c}, DType::Float32, seed).slice(0, 0, 2 * r, 2).slice(1, 1, 2 * c, 2);
+    return tt::random({r, c}, DType::Float32, seed);
+  };
+  uint32_t seed = 100;
+  for (const Case& cs : cases)
+    for (int la = 0; la < 3; ++la)
+      for (int lb = 0; lb < 3; ++lb) {
+        std::string what = "[" + std::to_string(cs.m) + ", " + std::to_string(cs.k) + "] @ [" +
+                           std::to_string(cs.k) + ", " + std::to_string(cs.n) + "], layouts " +
+                           std::to_string(la) + "/" + std::to_string(lb);
+        Tensor a = operand(cs.m, cs.k, la, ++seed), b = operand(cs.k, cs.n, lb, ++seed);
+        Tensor ref = tr::matmul(a.to(DType::Float64), b.to(DType::Float64));
+        Tensor bound = tr::matmul(a.abs().to(DType::Float64), b.abs().to(DType::Float64)) *
+                       (double(cs.k + 2) * 1.2e-7);
+        Tensor fast = tr::matmul(a, b);
+        auto beyond = [&](const Tensor& y) {  // elements outside the bound
+          return ((y.to(DType::Float64) - ref).abs() > bound).to(DType::Float64).sum().item<double>();
+        };
+        EXPECT_EQ(beyond(fast), 0) << what;
+        tr::cpu_use_avx512() = false;
+        Tensor other = tr::matmul(a, b);
+        tr::cpu_use_avx512() = true;
+        EXPECT_EQ(beyond(other), 0) << what;
+        expect_same_bits_for_threads([&] { return Outputs{tr::matmul(a, b)}; }, what);
+      }
+}
+
 // Dropout's 8-wide Philox (AVX2) draws exactly the scalar generator's numbers, at any offset
 // (a counter whose low word wraps inside a group of 8 included) and any length: both paths
 // give the same bytes, and element i is kept iff uniform_f32(seed, offset + i) >= p.

@@ -84,6 +84,7 @@ void parallel_for(int64_t n, int64_t cost_per_item, const F& f) {
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define TERRA_CPU_AVX2 1
+#define TERRA_CPU_AVX512 1
 #endif
 
 /// Whether CPU kernels may take their AVX2 paths: true on CPUs with AVX2. Both paths give
@@ -91,6 +92,18 @@ void parallel_for(int64_t n, int64_t cost_per_item, const F& f) {
 inline bool& cpu_use_avx2() {
 #if defined(TERRA_CPU_AVX2)
   static bool on = __builtin_cpu_supports("avx2");
+#else
+  static bool on = false;
+#endif
+  return on;
+}
+
+/// Whether CPU kernels may take their AVX-512 paths: true on CPUs with AVX-512F. The float32
+/// matrix product (backend/cpu/sgemm_avx512.hpp; tests compare it with CBLAS) and dropout's
+/// Philox draws (the same bits as the other paths) have one.
+inline bool& cpu_use_avx512() {
+#if defined(TERRA_CPU_AVX512)
+  static bool on = __builtin_cpu_supports("avx512f");
 #else
   static bool on = false;
 #endif

@@ -1,6 +1,8 @@
-// terra/backend/cpu/linalg.hpp: CPU matrix products. float32/float64 go to CBLAS when the
-// build has it (TERRA_HAS_CBLAS); integers, and everything in a build without CBLAS, use the
-// built-in cache-blocked gemm below. conv2d (backend/cpu/conv.hpp) uses the same gemm.
+// terra/backend/cpu/linalg.hpp: CPU matrix products. float32 on a CPU with AVX-512 goes to
+// terra's own packed kernel (backend/cpu/sgemm_avx512.hpp); other float32/float64 products go
+// to CBLAS when the build has it (TERRA_HAS_CBLAS); integers, and everything in a build without
+// CBLAS, use the built-in cache-blocked gemm below. conv2d (backend/cpu/conv.hpp) uses the
+// same gemm.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #endif
 
 #include "terra/backend/cpu/elementwise.hpp"
+#include "terra/backend/cpu/sgemm_avx512.hpp"
 #include "terra/ops/linalg.hpp"
 
 namespace terra::cpu {
@@ -142,6 +145,17 @@ void gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, int64
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
     return;
   }
+#if defined(TERRA_CPU_AVX512)
+  // Any strides (the kernel packs both operands). Products of fewer than 24 columns fill a
+  // third of its 32-wide tile or less: CBLAS does those better, where the build has it. The
+  // choice depends on the shape alone, so a shape always gets the same bits.
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu_use_avx512() && (n >= 24 || !kUsesBlas<T>)) {
+      sgemm512::View av{a.p, a.rs, a.cs}, bv{b.p, b.rs, b.cs};
+      sgemm512::gemm(m, n, k, av, bv, c, ldc, accumulate);
+      return;
+    }
+#endif
 #if defined(TERRA_HAS_CBLAS)
   if constexpr (kUsesBlas<T>) {
     BlasLayout la = blas_layout(m, k, a.rs, a.cs), lb = blas_layout(k, n, b.rs, b.cs);
