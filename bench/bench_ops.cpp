@@ -86,11 +86,23 @@ void BM_terra_layer_norm_64x1024(benchmark::State& state) {
   run(state, [&] { return terra::layer_norm(x, {1024}, w, b, 1e-5); });
 }
 
+void BM_terra_gelu_64x4096(benchmark::State& state) {
+  terra::Tensor x = input({64, 4096});
+  run(state, [&] { return terra::gelu(x); });
+}
+
+void BM_terra_gelu_backward_64x4096(benchmark::State& state) {
+  terra::Tensor g = input({64, 4096}), x = input({64, 4096});
+  run(state, [&] { return terra::gelu_backward(g, x); });
+}
+
 BENCHMARK(BM_terra_add8)->UseRealTime();
 BENCHMARK(BM_terra_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_conv2d_resnet)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_terra_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_terra_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_terra_gelu_backward_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // ---- LibTorch ----
 #ifdef TERRA_BENCH_WITH_TORCH
@@ -142,12 +154,26 @@ void BM_torch_layer_norm_64x1024(benchmark::State& state) {
   run(state, [&] { return at::layer_norm(x, {1024}, w, b, 1e-5); });
 }
 
+void BM_torch_gelu_64x4096(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
+  at::Tensor x = torch_input({64, 4096});
+  run(state, [&] { return at::gelu(x); });
+}
+
+void BM_torch_gelu_backward_64x4096(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
+  at::Tensor g = torch_input({64, 4096}), x = torch_input({64, 4096});
+  run(state, [&] { return at::gelu_backward(g, x); });
+}
+
 BENCHMARK(BM_torch_add8)->UseRealTime();
 BENCHMARK(BM_torch_add8_inference_mode)->UseRealTime();
 BENCHMARK(BM_torch_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_conv2d_resnet)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_torch_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_torch_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_torch_gelu_backward_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
 #endif
 
 }  // namespace

@@ -133,6 +133,31 @@ TEST(KernelIsa, SoftmaxAvx2AndBaselineAgree) {
     EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
 }
 
+// The AVX2 clones of the contiguous loops of gelu (both forms), its gradient and tanh (built
+// on math::verf/vexp/vtanh) give the baseline loops' bytes, NaN and infinities included.
+TEST(KernelIsa, GeluTanhAvx2AndBaselineAgree) {
+  if (!tr::cpu_use_avx2()) GTEST_SKIP() << "this CPU (or build) has no AVX2 path";
+  Tensor x = tt::random({4773}, DType::Float32, 21, -7, 7);
+  x.narrow(0, 3, 1).fill_(NAN);
+  x.narrow(0, 10, 1).fill_(INFINITY);
+  x.narrow(0, 11, 1).fill_(-INFINITY);
+  Tensor g = tt::random({4773}, DType::Float32, 22);
+  auto run = [&] {
+    Outputs o{tr::tanh(x)};
+    for (const char* form : {"none", "tanh"}) {
+      o.push_back(tr::gelu(x, form));
+      o.push_back(tr::gelu_backward(g, x, form));
+    }
+    return o;
+  };
+  Outputs fast = run();
+  tr::cpu_use_avx2() = false;
+  Outputs base = run();
+  tr::cpu_use_avx2() = true;
+  for (size_t i = 0; i < fast.size(); ++i)
+    EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
+}
+
 // terra's float32 gemm for CPUs with AVX-512 (backend/cpu/sgemm_avx512.hpp) against a float64
 // product, across its tile edges (12-row strips, 32-column tiles, k slabs of at most 256) and
 // every operand layout it packs differently (row-major, transposed, strided both ways): each

@@ -66,7 +66,13 @@ TERRA_UNARY_FUNCTOR(Sqrt, Float, kSaveOutputs, math::sqrt(x))
 TERRA_UNARY_FUNCTOR(Rsqrt, Float, kSaveOutputs, T(1) / math::sqrt(x))
 TERRA_UNARY_FUNCTOR(Sin, Float, kSaveInputs, math::sin(x))
 TERRA_UNARY_FUNCTOR(Cos, Float, kSaveInputs, math::cos(x))
-TERRA_UNARY_FUNCTOR(Tanh, Float, kSaveOutputs, math::tanh(x))
+struct Tanh : UnaryOp<Tanh, DTypeRule::Float> {
+  static constexpr uint8_t saves = kSaveOutputs;
+  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
+  TERRA_VJP;
+  using UnaryOp::UnaryOp;
+  template <class T> TERRA_HD T operator()(T x) const { return math::vtanh(x); }
+};
 TERRA_UNARY_FUNCTOR(Sigmoid, Float, kSaveOutputs, T(1) / (T(1) + math::exp(-x)))
 struct Relu : UnaryOp<Relu, DTypeRule::Same> {
   static constexpr uint8_t saves = kSaveOutputs;
@@ -84,6 +90,7 @@ struct LogicalNot : UnaryOp<LogicalNot, DTypeRule::Logical> {
 // attrs.ints[0]: 0 = exact (erf) form, 1 = tanh approximation.
 struct Gelu : UnaryOp<Gelu, DTypeRule::Float> {
   static constexpr uint8_t saves = kSaveInputs;
+  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
   TERRA_VJP;
   bool tanh_form = false;
   Gelu() = default;
@@ -91,9 +98,9 @@ struct Gelu : UnaryOp<Gelu, DTypeRule::Float> {
   template <class T> TERRA_HD T operator()(T x) const {
     if (tanh_form) {
       const T k = T(0.7978845608028654);  // sqrt(2 / pi)
-      return T(0.5) * x * (T(1) + math::tanh(k * (x + T(0.044715) * x * x * x)));
+      return T(0.5) * x * (T(1) + math::vtanh(k * (x + T(0.044715) * x * x * x)));
     }
-    return T(0.5) * x * (T(1) + math::erf(x * T(0.7071067811865476)));
+    return T(0.5) * x * (T(1) + math::verf(x * T(0.7071067811865476)));
   }
 };
 
@@ -266,6 +273,7 @@ struct LogicalXor : BinaryOp<LogicalXor, DTypeRule::Logical> {
 // gelu_backward(g, x) = g * gelu'(x); attrs.ints[0] as Gelu. The backward of gelu is its own
 // elementwise op (it needs erf, which no other op provides), so it fuses like any other.
 struct GeluBackward : BinaryOp<GeluBackward, DTypeRule::Same, false, true> {
+  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
   bool tanh_form = false;
   GeluBackward() = default;
   explicit GeluBackward(const Attrs& a) : tanh_form(!a.ints.empty() && a.ints[0] != 0) {}
@@ -274,11 +282,11 @@ struct GeluBackward : BinaryOp<GeluBackward, DTypeRule::Same, false, true> {
   TERRA_HD T operator()(T g, T x) const {
     if (tanh_form) {
       const T k = T(0.7978845608028654), c = T(0.044715);
-      T t = math::tanh(k * (x + c * x * x * x));
+      T t = math::vtanh(k * (x + c * x * x * x));
       return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x));
     }
-    const T cdf = T(0.5) * (T(1) + math::erf(x * T(0.7071067811865476)));
-    const T pdf = math::exp(T(-0.5) * x * x) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
+    const T cdf = T(0.5) * (T(1) + math::verf(x * T(0.7071067811865476)));
+    const T pdf = math::vexp(T(-0.5) * x * x) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
     return g * (cdf + x * pdf);
   }
 };

@@ -103,9 +103,7 @@ __attribute__((always_inline))
 #endif
 inline T select(bool k, T x, T y) {
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-    const U m = U(0) - U(k);
-    return std::bit_cast<T>((std::bit_cast<U>(x) & m) | (std::bit_cast<U>(y) & ~m));
+    return math::select_bits(k, x, y);
   } else {
     return k ? x : y;
   }

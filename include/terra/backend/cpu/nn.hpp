@@ -79,39 +79,9 @@ TERRA_CPU_NN_INLINE double row_sum(const T* x, int64_t n, double c = 0.0) {
   return total + (Sq ? 0.0 : double(ct) * double(n));
 }
 
-// exp for float in a form the compiler vectorizes (math::exp is a library call per element):
-// 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 in two parts, p a degree-6 polynomial;
-// within 2 ulp of expf. Below -87.3 the result is 0 (no subnormals), above 88.7 it is inf,
-// NaN stays NaN.
-TERRA_CPU_NN_INLINE float exp_vec(float x) {
-  // The selects are bit operations (cpu::select): GCC keeps `?:` on floats as branches, and
-  // then the loop does not vectorize.
-  float xc = select(x < -87.33654f, -87.33654f, x);
-  xc = select(xc > 88.72283f, 88.72283f, xc);
-  const float t = xc * 1.44269504f + 12582912.0f;  // adding 1.5 * 2^23 rounds to an integer
-  const float n = t - 12582912.0f;
-  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // 2^n as two factors 2^(n/2): each stays a normal float over the whole clamped range.
-  const int32_t ni = int32_t(n), n1 = ni >> 1;
-  const int32_t b1 = (n1 + 127) << 23, b2 = (ni - n1 + 127) << 23;
-  float y = p * std::bit_cast<float>(b1) * std::bit_cast<float>(b2);
-  y = select(x < -87.33654f, 0.0f, y);
-  y = select(x > 88.72283f, std::numeric_limits<float>::infinity(), y);
-  return select(x != x, x, y);
-}
 template <class T>
 TERRA_CPU_NN_INLINE T exp_fast(T x) {
-  if constexpr (std::is_same_v<T, float>)
-    return exp_vec(x);
-  else
-    return math::exp(x);
+  return math::vexp(x);  // a polynomial for float that vectorizes; the C library's for double
 }
 
 // One contiguous row: y = softmax(x) or log_softmax(x); y holds exp(x - max) in between. A
