@@ -201,26 +201,33 @@ TEST(KernelIsa, Avx512GemmMatchesFloat64) {
       }
 }
 
-// Dropout's 8-wide Philox (AVX2) draws exactly the scalar generator's numbers, at any offset
-// (a counter whose low word wraps inside a group of 8 included) and any length: both paths
-// give the same bytes, and element i is kept iff uniform_f32(seed, offset + i) >= p.
+// Dropout's 16-wide (AVX-512) and 8-wide (AVX2) Philox draw exactly the scalar generator's
+// numbers, at any offset (counters whose low word wraps inside a group of 8 or 16 included)
+// and any length: all paths give the same bytes, and element i is kept iff
+// uniform_f32(seed, offset + i) >= p.
 TEST(KernelIsa, DropoutAvx2AndBaselineAgree) {
   if (!tr::cpu_use_avx2()) GTEST_SKIP() << "this CPU (or build) has no AVX2 path";
   const uint64_t seed = 0x1234ABCD5678EF01ull;
   const double p = 0.3;
-  for (uint64_t offset : {uint64_t(0), uint64_t(5), uint64_t(0xFFFFFFFCull),
+  for (uint64_t offset : {uint64_t(0), uint64_t(5), uint64_t(0xFFFFFFFCull), uint64_t(0xFFFFFFF3ull),
                           uint64_t(0x7FFFFFFFFFFFFFF9ull)}) {
-    for (int64_t n : {int64_t(1), int64_t(7), int64_t(8), int64_t(9), int64_t(61), int64_t(37 * 129)}) {
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(8), int64_t(9), int64_t(16), int64_t(25),
+                      int64_t(61), int64_t(37 * 129)}) {
       Tensor x = tt::random({n}, DType::Float32, 15, 0.5, 3);  // no zeros: y == 0 means dropped
       auto run = [&] {
         tr::default_generator() = tr::Generator{seed, offset};
         return tr::dropout(x, p, true);
       };
-      Tensor fast = run();
+      Tensor fast = run();  // AVX-512 (16 at a time) where the CPU has it, then AVX2, scalar
+      const bool avx512 = tr::cpu_use_avx512();
+      tr::cpu_use_avx512() = false;
+      Tensor avx2 = run();
       tr::cpu_use_avx2() = false;
       Tensor base = run();
       tr::cpu_use_avx2() = true;
+      tr::cpu_use_avx512() = avx512;
       ASSERT_TRUE(same_bytes(fast, base)) << "offset " << offset << ", " << n << " elements";
+      ASSERT_TRUE(same_bytes(avx2, base)) << "offset " << offset << ", " << n << " elements";
       std::vector<float> y = base.to_vector<float>();
       for (int64_t i = 0; i < n; ++i)
         ASSERT_EQ(y[size_t(i)] != 0.0f, tr::PhiloxDraw::uniform_f32(seed, offset + uint64_t(i)) >= float(p))

@@ -8,7 +8,12 @@
 #include <limits>
 
 #include "terra/backend/cpu/index.hpp"
+#include "terra/core/parallel.hpp"  // TERRA_CPU_AVX2, TERRA_CPU_AVX512
 #include "terra/ops/nn.hpp"
+
+#if defined(TERRA_CPU_AVX2)
+#include <immintrin.h>
+#endif
 
 // The softmax helpers are always inlined, so that the AVX2 entry points below compile them
 // for AVX2 too. They carry no optimize attribute: a function with one loses GCC's -O3 loop
@@ -428,7 +433,7 @@ __attribute__((target("avx2"), always_inline)) inline void mul_hi_lo_x8(__m256i 
 // groups: how many groups of 8 counters, from `first`.
 __attribute__((target("avx2"))) inline void uniform_f32_x8(uint64_t key, uint64_t first, int64_t groups,
                                                            float* u) {
-  const __m256i m0 = _mm256_set1_epi32(int32_t(0xD2511F53u)), m1 = _mm256_set1_epi32(int32_t(0xCD9E8D57u));
+  const __m256i m0 = _mm256_set1_epi32(int32_t(kPhiloxM0)), m1 = _mm256_set1_epi32(int32_t(kPhiloxM1));
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i sign = _mm256_set1_epi32(int32_t(0x80000000u));
   for (int64_t g = 0; g < groups; ++g) {
@@ -451,8 +456,8 @@ __attribute__((target("avx2"))) inline void uniform_f32_x8(uint64_t key, uint64_
       c3 = l0;
       c0 = n0;
       c2 = n2;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
     }
     // float(v0 >> 8) * 2^-24: exact in both paths (24-bit integers, a power-of-two scale).
     __m256 f = _mm256_cvtepi32_ps(_mm256_srli_epi32(c0, 8));
@@ -461,13 +466,68 @@ __attribute__((target("avx2"))) inline void uniform_f32_x8(uint64_t key, uint64_
 }
 #endif
 
+#if defined(TERRA_CPU_AVX512)
+// The same for 16 counters at once with AVX-512F: its unsigned compares and masked adds make
+// the carry, its blends the 32x32 -> 64-bit products. Written with the zero-masking forms
+// and every lane set (the same instructions): GCC 12 warns that the plain intrinsics'
+// undefined pass-through "may be used uninitialized".
+__attribute__((target("avx512f"), always_inline)) inline __m512i splat16(uint32_t v) {
+  return _mm512_maskz_set1_epi32(__mmask16(0xFFFF), int32_t(v));
+}
+__attribute__((target("avx512f"), always_inline)) inline void mul_hi_lo_x16(__m512i a, __m512i m,
+                                                                            __m512i& l, __m512i& h) {
+  constexpr __mmask8 all8 = 0xFF;
+  __m512i even = _mm512_maskz_mul_epu32(all8, a, m);
+  __m512i odd = _mm512_maskz_mul_epu32(all8, _mm512_maskz_srli_epi64(all8, a, 32), m);
+  l = _mm512_mask_blend_epi32(__mmask16(0xAAAA), even, _mm512_maskz_slli_epi64(all8, odd, 32));
+  h = _mm512_mask_blend_epi32(__mmask16(0xAAAA), _mm512_maskz_srli_epi64(all8, even, 32), odd);
+}
+// groups: how many groups of 16 counters, from `first`.
+__attribute__((target("avx512f"))) inline void uniform_f32_x16(uint64_t key, uint64_t first,
+                                                               int64_t groups, float* u) {
+  constexpr __mmask16 all = 0xFFFF;
+  const __m512i m0 = splat16(kPhiloxM0), m1 = splat16(kPhiloxM1), one = splat16(1);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint64_t base = first + uint64_t(g) * 16;
+    const __m512i blo = splat16(uint32_t(base)), bhi = splat16(uint32_t(base >> 32));
+    __m512i c0 = _mm512_add_epi32(blo, lane);
+    const __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, blo);  // the low word carried
+    __m512i c1 = _mm512_mask_add_epi32(bhi, wrapped, bhi, one);
+    __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+    uint32_t k0 = uint32_t(key), k1 = uint32_t(key >> 32);
+    for (int r = 0; r < 10; ++r) {
+      __m512i l0, h0, l1, h1;
+      mul_hi_lo_x16(c0, m0, l0, h0);
+      mul_hi_lo_x16(c2, m1, l1, h1);
+      __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(h1, c1), splat16(k0));
+      __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(h0, c3), splat16(k1));
+      c1 = l1;
+      c3 = l0;
+      c0 = n0;
+      c2 = n2;
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
+    }
+    __m512 f = _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_srli_epi32(all, c0, 8));
+    _mm512_storeu_ps(u + g * 16, _mm512_mul_ps(f, _mm512_set1_ps(1.0f / 16777216.0f)));
+  }
+}
+#endif
+
 // u[j] = PhiloxDraw::uniform_f32(seed, first + j) for j < n.
 inline void dropout_draws(uint64_t seed, uint64_t first, int64_t n, float* u) {
   int64_t j = 0;
+#if defined(TERRA_CPU_AVX512)
+  if (cpu_use_avx512()) {
+    uniform_f32_x16(seed, first, n / 16, u);
+    j = n / 16 * 16;
+  }
+#endif
 #if defined(TERRA_CPU_AVX2_CLONES)
-  if (cpu_use_avx2()) {
-    uniform_f32_x8(seed, first, n / 8, u);
-    j = n / 8 * 8;
+  if (cpu_use_avx2() && n - j >= 8) {
+    uniform_f32_x8(seed, first + uint64_t(j), (n - j) / 8, u + j);
+    j += (n - j) / 8 * 8;
   }
 #endif
   for (; j < n; ++j) u[j] = PhiloxDraw::uniform_f32(seed, first + uint64_t(j));
