@@ -15,8 +15,8 @@ struct Philox4 {
   uint32_t v[4];
 };
 
-// Philox-4x32's round multipliers and key increments (Salmon et al., SC'11). The AVX2 path of
-// dropout (backend/cpu/nn.hpp) runs the same rounds eight blocks at a time with these.
+// Philox-4x32's round multipliers and key increments (Salmon et al., SC'11). Dropout's vector
+// paths (backend/cpu/nn.hpp) run the same rounds 8 or 16 blocks at a time with these.
 inline constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 inline constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
 

@@ -71,7 +71,7 @@ struct Tanh : UnaryOp<Tanh, DTypeRule::Float> {
   static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
   TERRA_VJP;
   using UnaryOp::UnaryOp;
-  template <class T> TERRA_HD T operator()(T x) const { return math::vtanh(x); }
+  template <class T> TERRA_MATH_VEC T operator()(T x) const { return math::vtanh(x); }
 };
 TERRA_UNARY_FUNCTOR(Sigmoid, Float, kSaveOutputs, T(1) / (T(1) + math::exp(-x)))
 struct Relu : UnaryOp<Relu, DTypeRule::Same> {
@@ -88,19 +88,38 @@ struct LogicalNot : UnaryOp<LogicalNot, DTypeRule::Logical> {
 };
 
 // attrs.ints[0]: 0 = exact (erf) form, 1 = tanh approximation.
+// gelu's two forms as functors of their own. A functor with a run-time choice offers
+// with_form(g): it calls g with the functor of its form, so that CPU loops make the choice
+// once, outside the loop (backend/cpu/loops.hpp); GCC does not unswitch a loop on a member
+// flag, and a loop with a branch inside does not vectorize.
+struct GeluErfForm {
+  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
+  template <class T> TERRA_MATH_VEC T operator()(T x) const {
+    return T(0.5) * x * (T(1) + math::verf(x * T(0.7071067811865476)));
+  }
+};
+struct GeluTanhForm {
+  static constexpr bool avx2_clone = true;
+  template <class T> TERRA_MATH_VEC T operator()(T x) const {
+    const T k = T(0.7978845608028654);  // sqrt(2 / pi)
+    return T(0.5) * x * (T(1) + math::vtanh(k * (x + T(0.044715) * x * x * x)));
+  }
+};
+
 struct Gelu : UnaryOp<Gelu, DTypeRule::Float> {
   static constexpr uint8_t saves = kSaveInputs;
-  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
   TERRA_VJP;
   bool tanh_form = false;
   Gelu() = default;
   explicit Gelu(const Attrs& a) : tanh_form(!a.ints.empty() && a.ints[0] != 0) {}
   template <class T> TERRA_HD T operator()(T x) const {
-    if (tanh_form) {
-      const T k = T(0.7978845608028654);  // sqrt(2 / pi)
-      return T(0.5) * x * (T(1) + math::vtanh(k * (x + T(0.044715) * x * x * x)));
-    }
-    return T(0.5) * x * (T(1) + math::verf(x * T(0.7071067811865476)));
+    return tanh_form ? GeluTanhForm{}(x) : GeluErfForm{}(x);
+  }
+  template <class G> void with_form(const G& g) const {
+    if (tanh_form)
+      g(GeluTanhForm{});
+    else
+      g(GeluErfForm{});
   }
 };
 
@@ -272,22 +291,41 @@ struct LogicalXor : BinaryOp<LogicalXor, DTypeRule::Logical> {
 
 // gelu_backward(g, x) = g * gelu'(x); attrs.ints[0] as Gelu. The backward of gelu is its own
 // elementwise op (it needs erf, which no other op provides), so it fuses like any other.
-struct GeluBackward : BinaryOp<GeluBackward, DTypeRule::Same, false, true> {
+struct GeluBackwardErfForm {
   static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
+  template <class T>
+    requires std::is_floating_point_v<T>
+  TERRA_MATH_VEC T operator()(T g, T x) const {
+    const T cdf = T(0.5) * (T(1) + math::verf(x * T(0.7071067811865476)));
+    const T pdf = math::vexp(T(-0.5) * x * x) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
+    return g * (cdf + x * pdf);
+  }
+};
+struct GeluBackwardTanhForm {
+  static constexpr bool avx2_clone = true;
+  template <class T>
+    requires std::is_floating_point_v<T>
+  TERRA_MATH_VEC T operator()(T g, T x) const {
+    const T k = T(0.7978845608028654), c = T(0.044715);
+    T t = math::vtanh(k * (x + c * x * x * x));
+    return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x));
+  }
+};
+
+struct GeluBackward : BinaryOp<GeluBackward, DTypeRule::Same, false, true> {
   bool tanh_form = false;
   GeluBackward() = default;
   explicit GeluBackward(const Attrs& a) : tanh_form(!a.ints.empty() && a.ints[0] != 0) {}
   template <class T>
     requires std::is_floating_point_v<T>
   TERRA_HD T operator()(T g, T x) const {
-    if (tanh_form) {
-      const T k = T(0.7978845608028654), c = T(0.044715);
-      T t = math::vtanh(k * (x + c * x * x * x));
-      return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x));
-    }
-    const T cdf = T(0.5) * (T(1) + math::verf(x * T(0.7071067811865476)));
-    const T pdf = math::vexp(T(-0.5) * x * x) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
-    return g * (cdf + x * pdf);
+    return tanh_form ? GeluBackwardTanhForm{}(g, x) : GeluBackwardErfForm{}(g, x);
+  }
+  template <class G> void with_form(const G& g) const {
+    if (tanh_form)
+      g(GeluBackwardTanhForm{});
+    else
+      g(GeluBackwardErfForm{});
   }
 };
 

@@ -95,10 +95,16 @@ void for_each_run(const Strided<N>& it, int64_t cost, const Inner& inner) {
 
 // Functors whose contiguous loop also has an AVX2 clone (`static constexpr bool
 // avx2_clone = true;`): those built on polynomial math (math::verf, math::vexp), which
-// vectorize 8 wide instead of 4. The clone is compiled without FMA, so it computes the same
-// operations in the same order and gives the same bits as the baseline loop (tested).
+// vectorize 8 wide instead of 4. Their call operators are always inlined (TERRA_MATH_VEC):
+// GCC otherwise calls the large ones out of line, one scalar call per element. The clone is
+// compiled without FMA, so it computes the same operations in the same order and gives the
+// same bits as the baseline loop (tested).
 template <class F>
 concept Avx2Clone = requires { requires F::avx2_clone; };
+// Functors with a run-time choice of formula (gelu's form) hand the loop the functor of the
+// chosen formula through with_form (see ops/elementwise.hpp).
+template <class F>
+concept HasForms = requires(const F& f) { f.with_form([](const auto&) {}); };
 
 #if defined(TERRA_CPU_AVX2)
 template <class O, class... I, class F, size_t... K>
@@ -108,6 +114,19 @@ __attribute__((target("avx2"))) void map_contiguous_avx2(const F& f, O* o,
   for (int64_t i = 0; i < n; ++i) o[i] = static_cast<O>(f(std::get<K>(in)[i]...));
 }
 #endif
+
+template <class O, class... I, class F, size_t... K>
+inline void map_contiguous(const F& f, O* o, const std::tuple<const I*...>& in, int64_t n,
+                           std::index_sequence<K...> seq) {
+#if defined(TERRA_CPU_AVX2)
+  if constexpr (Avx2Clone<F>)
+    if (cpu_use_avx2()) {
+      map_contiguous_avx2<O, I...>(f, o, in, n, seq);
+      return;
+    }
+#endif
+  for (int64_t i = 0; i < n; ++i) o[i] = static_cast<O>(f(std::get<K>(in)[i]...));
+}
 
 // The run loop of an N-input map: out[i] = f(in_k[i]...). Contiguous and one-scalar cases
 // are separate loops so that they vectorize.
@@ -119,14 +138,10 @@ inline void map_run(const F& f, std::array<char*, sizeof...(I) + 1> p,
   std::tuple<const I*...> in{reinterpret_cast<const I*>(p[K + 1])...};
   bool contig = s[0] == int64_t(sizeof(O)) && ((s[K + 1] == int64_t(sizeof(I))) && ...);
   if (contig) {
-#if defined(TERRA_CPU_AVX2)
-    if constexpr (Avx2Clone<F>)
-      if (cpu_use_avx2()) {
-        map_contiguous_avx2<O, I...>(f, o, in, n, std::index_sequence<K...>{});
-        return;
-      }
-#endif
-    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<O>(f(std::get<K>(in)[i]...));
+    if constexpr (HasForms<F>)
+      f.with_form([&](const auto& form) { map_contiguous<O, I...>(form, o, in, n, std::index_sequence<K...>{}); });
+    else
+      map_contiguous<O, I...>(f, o, in, n, std::index_sequence<K...>{});
     return;
   }
   if constexpr (sizeof...(I) == 2) {
