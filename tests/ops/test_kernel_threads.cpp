@@ -41,6 +41,17 @@ void expect_same_bits_for_threads(const std::function<Outputs()>& f, const std::
   tr::set_num_threads(0);
 }
 
+// f() with the AVX2 paths and without: every output bit-identical.
+void expect_same_bits_without_avx2(const std::function<Outputs()>& f) {
+  Outputs fast = f();
+  tr::cpu_use_avx2() = false;
+  Outputs base = f();
+  tr::cpu_use_avx2() = true;
+  ASSERT_EQ(fast.size(), base.size());
+  for (size_t i = 0; i < fast.size(); ++i)
+    EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
+}
+
 // Forward output and the gradients of sum(y * r) wrt every input that requires one.
 Outputs with_grads(const std::function<Tensor(const Outputs&)>& f, const Outputs& in) {
   Outputs leaves;
@@ -125,12 +136,7 @@ TEST(KernelIsa, SoftmaxAvx2AndBaselineAgree) {
     }
     return o;
   };
-  Outputs fast = run();
-  tr::cpu_use_avx2() = false;
-  Outputs base = run();
-  tr::cpu_use_avx2() = true;
-  for (size_t i = 0; i < fast.size(); ++i)
-    EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
+  expect_same_bits_without_avx2(run);
 }
 
 // The AVX2 clones of the contiguous loops of gelu (both forms), its gradient and tanh (built
@@ -150,12 +156,7 @@ TEST(KernelIsa, GeluTanhAvx2AndBaselineAgree) {
     }
     return o;
   };
-  Outputs fast = run();
-  tr::cpu_use_avx2() = false;
-  Outputs base = run();
-  tr::cpu_use_avx2() = true;
-  for (size_t i = 0; i < fast.size(); ++i)
-    EXPECT_TRUE(same_bytes(fast[i], base[i])) << "output " << i;
+  expect_same_bits_without_avx2(run);
 }
 
 // terra's float32 gemm for CPUs with AVX-512 (backend/cpu/sgemm_avx512.hpp) against a float64
