@@ -22,8 +22,6 @@ TERRA_MATH_1(expm1, expm1f, expm1)
 TERRA_MATH_1(sqrt, sqrtf, sqrt)
 TERRA_MATH_1(sin, sinf, sin)
 TERRA_MATH_1(cos, cosf, cos)
-TERRA_MATH_1(tanh, tanhf, tanh)
-TERRA_MATH_1(erf, erff, erf)
 TERRA_MATH_1(fabs, fabsf, fabs)
 #undef TERRA_MATH_1
 TERRA_HD float pow(float a, float b) { return ::powf(a, b); }

@@ -84,17 +84,12 @@ TERRA_CPU_NN_INLINE double row_sum(const T* x, int64_t n, double c = 0.0) {
   return total + (Sq ? 0.0 : double(ct) * double(n));
 }
 
-template <class T>
-TERRA_CPU_NN_INLINE T exp_fast(T x) {
-  return math::vexp(x);  // a polynomial for float that vectorizes; the C library's for double
-}
-
 // One contiguous row: y = softmax(x) or log_softmax(x); y holds exp(x - max) in between. A
 // row whose max is infinite gives NaN, as PyTorch does.
 template <bool Log, class T>
 TERRA_CPU_NN_INLINE void softmax_row(const T* x, T* y, int64_t n) {
   const T m = row_max(x, n);
-  for (int64_t i = 0; i < n; ++i) y[i] = exp_fast(x[i] - m);
+  for (int64_t i = 0; i < n; ++i) y[i] = math::vexp(x[i] - m);
   const double s = row_sum<false>(y, n);
   if constexpr (Log) {
     const T lg = T(std::log(s));
@@ -123,7 +118,7 @@ TERRA_CPU_NN_INLINE void softmax_cols(const T* x, T* y, int64_t n, int64_t inner
   for (int64_t i = 0; i < n; ++i) {
     const T* r = x + i * inner + c0;
     T* o = y + i * inner + c0;
-    for (int64_t c = 0; c < w; ++c) o[c] = exp_fast(r[c] - m[c]);
+    for (int64_t c = 0; c < w; ++c) o[c] = math::vexp(r[c] - m[c]);
     for (int64_t c = 0; c < w; ++c) s[c] += o[c];
   }
   for (int64_t c = 0; c < w; ++c) s[c] = Log ? T(std::log(s[c])) : T(1) / s[c];
