@@ -35,6 +35,9 @@ struct TensorImpl {
   Device device;
   Ref<Storage> storage;
   std::shared_ptr<autograd::Meta> autograd;  // null unless the tensor takes part in autograd
+  // Views made with grad mode on: the tensor (itself not a view) whose storage they share. An
+  // in-place op through the view rewrites that tensor's autograd history too.
+  std::shared_ptr<TensorImpl> view_base;
 };
 
 /// An n-dimensional array: a cheap, shared handle (like torch::Tensor) to a shape, strides,
@@ -311,6 +314,10 @@ class Tensor {
   Tensor& mutable_grad();
   /// True for tensors not produced by a recorded op (parameters, inputs, detached values).
   bool is_leaf() const;
+  /// True for a view (slice, select, view, transpose, ...) made with grad mode on: it shares
+  /// its base's storage, and an in-place op through it rewrites the base's autograd history
+  /// too, as in PyTorch (a view of a leaf that requires grad cannot be written in place).
+  bool is_view() const { return impl().view_base != nullptr; }
   /// The node that produced this tensor, or null for leaves.
   const std::shared_ptr<autograd::Node>& grad_fn() const;
   /// Keep grad() of this non-leaf tensor after backward().

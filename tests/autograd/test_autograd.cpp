@@ -134,6 +134,84 @@ TEST(Autograd, NoGradDetachAndInPlaceChecks) {
   EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{3, 4}));
 }
 
+// An in-place op through a view rewrites the base's history (PyTorch's CopySlices), and a
+// view whose storage changed since it was made reads the base's newest history.
+TEST(Autograd, InPlaceThroughViews) {
+  auto values = [](const Tensor& t) { return t.to_vector<double>(); };
+  using V = std::vector<double>;
+  {  // A row of a buffer that needs no grad, written from a tensor that does.
+    Tensor x = tr::tensor<double>({1, 2, 3}).set_requires_grad();
+    Tensor w = tr::tensor<double>({1, 2, 3, 4, 5, 6}, {2, 3}).set_requires_grad();
+    Tensor out = tr::zeros({2, 3}, {.dtype = DType::Float64});
+    Tensor row = out.select(0, 1);
+    EXPECT_TRUE(row.is_view());
+    EXPECT_FALSE(out.requires_grad());
+    row.copy_(x * 2.0);
+    EXPECT_TRUE(out.requires_grad());
+    EXPECT_FALSE(out.is_leaf());
+    (out * w).sum().backward();
+    EXPECT_EQ(values(x.grad()), (V{8, 10, 12}));
+    EXPECT_EQ(values(w.grad()), (V{0, 0, 0, 2, 4, 6}));
+  }
+  {  // A slice of a non-leaf scaled in place.
+    Tensor x = tr::tensor<double>({1, 2, 3}).set_requires_grad();
+    Tensor y = x * 1.0;
+    y.slice(0, 0, 2).mul_(3.0);
+    (y * y).sum().backward();
+    EXPECT_EQ(values(x.grad()), (V{18, 36, 6}));
+  }
+  {  // A view made before its base was written in place sees the new values' history.
+    Tensor x = tr::tensor<double>({1, 2, 3}).set_requires_grad();
+    Tensor y = x * 1.0;
+    Tensor v = y.slice(0, 1, 3);
+    y.mul_(2.0);
+    (v * v).sum().backward();  // v = 2 x[1:]: d/dx = 8 x
+    EXPECT_EQ(values(x.grad()), (V{0, 16, 24}));
+  }
+  {  // A view of a view written with a tensor that needs grad; read back through another view.
+    Tensor x = tr::tensor<double>({1, 2, 3, 4}).set_requires_grad();
+    Tensor a = tr::tensor<double>({10, 20}).set_requires_grad();
+    Tensor y = x * 1.0;
+    Tensor grid = y.view({2, 2});
+    grid.select(1, 0).mul_(a);  // y = [10 x0, x1, 20 x2, x3]
+    Tensor s = grid.transpose(0, 1).reshape({4});
+    (s * tr::tensor<double>({1, 2, 3, 4})).sum().backward();
+    EXPECT_EQ(values(x.grad()), (V{10, 3, 40, 4}));
+    EXPECT_EQ(values(a.grad()), (V{1, 6}));
+  }
+  {  // One element written from others (read through clones, so no saved value is overwritten).
+    Tensor x = tr::tensor<double>({1, 2, 3}).set_requires_grad();
+    Tensor y = x * 1.0;
+    y.select(0, 0).copy_(y.select(0, 1).clone() * y.select(0, 2).clone());
+    (y * tr::tensor<double>({1, 10, 100})).sum().backward();  // x1 x2 + 10 x1 + 100 x2
+    EXPECT_EQ(values(x.grad()), (V{0, 13, 102}));
+  }
+  {  // Reading a value saved for backward, then overwriting it through a view, is still caught.
+    Tensor x = tr::tensor<double>({1, 2, 3}).set_requires_grad();
+    Tensor y = x * 1.0;
+    Tensor p = y.select(0, 1) * y.select(0, 2);
+    y.select(0, 0).copy_(p);
+    tt::expect_error([&] { y.sum().backward(); }, {"[terra::backward]", "mul", "in-place", "version"});
+  }
+  {  // A view of a leaf that requires grad stays an error, as in PyTorch.
+    Tensor x = tr::tensor<double>({1, 2}).set_requires_grad();
+    tt::expect_error([&] { x.slice(0, 0, 1).mul_(2.0); }, {"[terra::mul]", "view of a leaf", "[2]"});
+  }
+  // The same against central differences, with a second in-place write over the first.
+  Tensor x = rnd({3, 4}, 41), a = rnd({4}, 42), b = rnd({3}, 43);
+  expect_gradcheck(
+      [](auto& v) {
+        Tensor y = v[0] * 1.0;
+        y.select(0, 1).mul_(v[1]);
+        y.slice(1, 1, 4, 2).add_(v[2].unsqueeze(1));
+        Tensor z = tr::zeros({2, 4}, {.dtype = DType::Float64});
+        z.select(0, 0).copy_(tr::tanh(y.select(0, 2)));
+        z.select(0, 1).copy_(y.select(0, 0) * y.select(0, 1));
+        return tr::cat({y, z}, 0);
+      },
+      {x, a, b}, "in-place through views");
+}
+
 TEST(Autograd, GradFunctionAndHigherOrder) {
   Tensor x = tr::tensor<double>({0.5, -1, 2}).set_requires_grad();
   Tensor u = tr::tensor<double>({1, 1, 1}).set_requires_grad();

@@ -392,4 +392,35 @@ inline Outcome replaced_param(bool engine, int iters = 200) {
   return o;
 }
 
+// 12. Results written through views of a preallocated buffer (out[t] = ..., the pattern of a
+// hand-written RNN), which rewrites the buffer's autograd history at every write; the host
+// reads the loss every step.
+inline Outcome views_written_in_place(bool engine, int iters = 200) {
+  tr::thread_manual_seed(14);
+  Outcome o;
+  nn::Linear wx(3, 8), wh(8, 8), head(8, 1);
+  std::vector<tr::Tensor> params = wx->parameters();
+  for (auto& m : {wh, head})
+    for (auto& p : m->parameters()) params.push_back(p);
+  tr::optim::Adam opt(params, {.lr = 0.01});
+  std::mt19937 rng(15);
+  loop(iters, engine, o, [&](int) {
+    tr::Tensor x = host_batch(rng, 4 * 2, 3).view({4, 2, 3}), y = host_batch(rng, 2, 1);
+    tr::Tensor hs = tr::zeros({4, 2, 8});
+    tr::Tensor h = tr::zeros({2, 8});
+    for (int64_t t = 0; t < 4; ++t) {
+      h = tr::tanh(wx(x.select(0, t)) + wh(h));
+      hs.select(0, t).copy_(h);
+    }
+    hs.slice(0, 2, 4).mul_(0.5);  // damp the last two steps in place
+    tr::Tensor loss = F::mse_loss(head(hs.mean({0})), y);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, params);
+  return o;
+}
+
 }  // namespace progs

@@ -123,6 +123,17 @@ TEST(CoExec, ReplacedParameter) {
   EXPECT_GE(c.stats.fallbacks, 1);
 }
 
+TEST(CoExec, ViewsWrittenInPlace) {
+  auto e = progs::views_written_in_place(false), c = progs::views_written_in_place(true);
+  expect_same(e, c);
+  // The loss reaches wx and wh only through the buffer's rewritten history: had the writes
+  // been lost to autograd, their gradients would be undefined and Adam would leave them.
+  auto initial = progs::views_written_in_place(false, 0);
+  for (size_t i = 0; i < initial.params.size(); ++i)
+    EXPECT_NE(initial.params[i], c.params[i]) << "parameter " << i << " was never updated";
+  expect_mostly_coexecuted(c.stats, 200, 3, 190);
+}
+
 // Each thread's generator can be seeded alone: what one thread draws does not depend on
 // another thread seeding or drawing meanwhile.
 TEST(CoExec, ThreadSeedsAreIndependent) {

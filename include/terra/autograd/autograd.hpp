@@ -49,9 +49,16 @@ struct Edge {
   uint32_t slot = 0;         // which output of fn
 };
 
-// One recorded op call (or, with op == kAccumulate, the sink of a leaf's gradient).
+// One recorded op call (or, with op < 0, one of autograd's own nodes: the sink of a leaf's
+// gradient, or one of the two that keep views and their base consistent, below).
 struct Node : std::enable_shared_from_this<Node> {
   static constexpr int kAccumulate = -1;
+  // An in-place op wrote through a view: the base's new value is its old value with the view's
+  // region replaced. next = {the base's old history, the in-place op's node}.
+  static constexpr int kCopySlices = -2;
+  // A view whose storage was written in place since the view was made: its values are now
+  // those of the base's newest history. next = {the base}.
+  static constexpr int kViewOfBase = -3;
   int op = kAccumulate;
   Attrs attrs;
   // Saved values. Inputs keep their autograd identity (a vjp run with create_graph records
@@ -68,7 +75,10 @@ struct Node : std::enable_shared_from_this<Node> {
   std::shared_ptr<TensorImpl> leaf;                 // kAccumulate: the leaf tensor
   SmallVector<std::weak_ptr<Meta>, 1> retained;     // per output: retain_grad() metas
 
-  const char* name() const { return op < 0 ? "accumulate_grad" : op_name(Op(op)); }
+  const char* name() const {
+    if (op >= 0) return op_name(Op(op));
+    return op == kAccumulate ? "accumulate_grad" : op == kCopySlices ? "copy_slices" : "view_of_base";
+  }
 };
 
 struct Meta {
@@ -78,7 +88,7 @@ struct Meta {
   std::shared_ptr<Node> grad_fn;          // null for leaves
   uint32_t output_nr = 0;
   std::weak_ptr<Node> accumulator;        // leaves: their AccumulateGrad node, while alive
-  std::shared_ptr<TensorImpl> view_base;  // views: the tensor whose storage they alias
+  uint64_t view_version = 0;  // views: the storage's version when grad_fn was last right
 };
 
 namespace detail {
@@ -116,16 +126,95 @@ inline Edge edge_of(const Tensor& t) {
 
 inline void check_in_place(const OpCall& call, const OpInfo& info) {
   Meta* m = meta_of(*call.out);
-  if (!m) return;
-  TERRA_CHECK(!(m->requires_grad && !m->grad_fn), info.name,
+  TERRA_CHECK(!(m && m->requires_grad && !m->grad_fn), info.name,
               "a leaf tensor that requires grad is used in an in-place operation; wrap it in "
               "NoGradGuard or work on a copy");
-  if (m->view_base) {
-    Meta* bm = m->view_base->autograd.get();
-    TERRA_CHECK(!(bm && bm->requires_grad), info.name,
-                "in-place modification of a view of a tensor that requires grad is not "
-                "supported; use an out-of-place op");
+  if (const auto& base = call.out->unsafe_impl()->view_base) {
+    Meta* bm = base->autograd.get();
+    TERRA_CHECK(!(bm && bm->requires_grad && !bm->grad_fn), info.name,
+                "a view of a leaf tensor that requires grad (shape ", base->shape, ") is used in "
+                "an in-place operation; wrap it in NoGradGuard or work on a copy");
   }
+}
+
+// A view's place in its base, for kCopySlices and kViewOfBase: ints = {rank, shape...,
+// strides..., offset from the base's first element}. The base must be contiguous, so that
+// the geometry also addresses a contiguous gradient of the base's shape.
+inline Attrs view_geometry(const TensorImpl& view, const TensorImpl& base, const char* op) {
+  TERRA_CHECK(is_contiguous_layout(base.shape, base.strides), op, "an in-place operation "
+              "through a view of a non-contiguous tensor (shape ", base.shape, ", strides ",
+              base.strides, ") that takes part in autograd is not supported; call contiguous() "
+              "on the tensor before taking the view");
+  Attrs a;
+  a.ints.push_back(int64_t(view.shape.size()));
+  for (int64_t s : view.shape) a.ints.push_back(s);
+  for (int64_t s : view.strides) a.ints.push_back(s);
+  a.ints.push_back(view.offset - base.offset);
+  return a;
+}
+
+// Where in a contiguous tensor of the base's shape each element of the view lies (row-major
+// over the view), as a 1-D int64 tensor on `device`.
+inline Tensor view_positions(const Attrs& a, Device device) {
+  size_t rank = size_t(a.ints[0]);
+  std::vector<int64_t> pos(1, a.ints[1 + 2 * rank]);
+  for (size_t d = 0; d < rank; ++d) {  // outer dims first: each dim multiplies the list
+    int64_t n = a.ints[1 + d], stride = a.ints[1 + rank + d];
+    std::vector<int64_t> next;
+    next.reserve(pos.size() * size_t(n));
+    for (int64_t p : pos)
+      for (int64_t i = 0; i < n; ++i) next.push_back(p + i * stride);
+    pos = std::move(next);
+  }
+  return tensor(pos).to(device);
+}
+
+inline std::shared_ptr<Node> make_view_node(int op, const TensorImpl& view,
+                                            const std::shared_ptr<TensorImpl>& base, const char* name) {
+  auto n = std::make_shared<Node>();
+  n->op = op;
+  n->attrs = view_geometry(view, *base, name);
+  n->num_outputs = 1;
+  n->in_shapes.push_back(base->shape);
+  n->in_dtypes.push_back(base->dtype);
+  n->next.push_back(edge_of(Tensor(base)));
+  if (n->next[0].fn) n->needs |= 1u;
+  n->retained.resize(1);
+  return n;
+}
+
+// A view whose storage was written in place after its grad_fn was set (through another view,
+// or its base) gets the base's newest history: its grad_fn becomes a kViewOfBase node.
+inline void refresh_view(const Tensor& t) {
+  TensorImpl* impl = t.unsafe_impl();
+  if (TERRA_LIKELY(!impl->view_base)) return;
+  Meta* bm = impl->view_base->autograd.get();
+  if (!bm || !bm->requires_grad) return;
+  uint64_t now = impl->storage->version.load(std::memory_order_relaxed);
+  Meta* m = impl->autograd.get();
+  if (m && m->grad_fn && m->view_version == now) return;
+  auto n = make_view_node(Node::kViewOfBase, *impl, impl->view_base, "autograd");
+  Meta& vm = ensure_meta(t);
+  vm.requires_grad = true;
+  vm.grad_fn = std::move(n);
+  vm.output_nr = 0;
+  vm.view_version = now;
+}
+
+// After an in-place op (recorded as `node`) wrote through view v: the base's value now comes
+// from a kCopySlices node over its old history and the op's result.
+inline void rebase_view(const Tensor& v, const std::shared_ptr<Node>& node, const char* name) {
+  const std::shared_ptr<TensorImpl>& base = v.unsafe_impl()->view_base;
+  auto cs = make_view_node(Node::kCopySlices, *v.unsafe_impl(), base, name);
+  cs->in_shapes.push_back(v.shape());
+  cs->in_dtypes.push_back(v.dtype());
+  cs->next.push_back({node, 0});
+  cs->needs |= 2u;
+  Meta& bm = ensure_meta(Tensor(base));
+  if (bm.retains_grad) cs->retained[0] = base->autograd;
+  bm.requires_grad = true;
+  bm.grad_fn = std::move(cs);
+  bm.output_nr = 0;
 }
 
 }  // namespace detail
@@ -134,10 +223,15 @@ inline void check_in_place(const OpCall& call, const OpInfo& info) {
 namespace terra {
 
 inline bool autograd_wants(const OpCall& call, const OpInfo& info, const MetaList& metas) {
+  namespace ad = autograd::detail;
   if (!autograd::is_grad_enabled()) return false;
-  bool any = call.out && autograd::detail::requires_grad(*call.out);
-  if (call.out) autograd::detail::check_in_place(call, info);
-  for (const Tensor& t : call.inputs) any = any || autograd::detail::requires_grad(t);
+  if (call.out) {
+    ad::check_in_place(call, info);
+    ad::refresh_view(*call.out);
+  }
+  for (const Tensor& t : call.inputs) ad::refresh_view(t);
+  bool any = call.out && ad::requires_grad(*call.out);
+  for (const Tensor& t : call.inputs) any = any || ad::requires_grad(t);
   if (!any || info.vjp) return any;
   // No vjp: fine for ops whose results carry no gradient (indices, masks, comparisons).
   for (const OutMeta& m : metas)
@@ -183,8 +277,12 @@ inline void autograd_record(const OpCall& call, const OpInfo& info, OutList& out
     m.grad_fn = node;
     m.output_nr = uint32_t(i);
     m.grad = Tensor();
-    if (info.kind == OpKind::View) m.view_base = call.inputs[0].impl_ptr();
+    if (outs[i].unsafe_impl()->view_base)
+      m.view_version = outs[i].storage()->version.load(std::memory_order_relaxed);
   }
+  // Written through a view: the base's history changes too.
+  if (call.out && call.out->unsafe_impl()->view_base && is_floating(call.out->dtype()))
+    ad::rebase_view(*call.out, node, info.name);
 }
 
 }  // namespace terra

@@ -45,6 +45,25 @@ inline SmallVector<Tensor, 3> reattached_outputs(Node& n) {
   return out;
 }
 
+// The vjps of kCopySlices and kViewOfBase (see Node), in public ops like every other vjp.
+inline void view_node_vjp(const Node& n, std::span<const Tensor> g, std::span<Tensor> gi) {
+  Tensor pos = view_positions(n.attrs, g[0].device());
+  TensorOptions o = options_of(g[0]);
+  if (n.op == Node::kViewOfBase) {  // g: the view's shape; the base gets it at its positions
+    Tensor zero = zeros({numel_of(n.in_shapes[0])}, o);
+    gi[0] = scatter_add(zero, 0, pos, g[0].reshape({-1})).view(n.in_shapes[0]);
+    return;
+  }
+  // kCopySlices, g: the base's shape. The view's region goes to the in-place op's result, the
+  // rest to the base's old value.
+  Tensor flat = g[0].reshape({-1});
+  if (n.needs & 2u) gi[1] = index_select(flat, 0, pos).view(n.in_shapes[1]);
+  if (n.needs & 1u) {
+    Tensor hit = scatter_add(zeros_like(flat), 0, pos, ones({pos.numel()}, o));
+    gi[0] = masked_fill(flat, hit != 0.0, 0.0).view(n.in_shapes[0]);
+  }
+}
+
 // Nodes reachable from the roots, with the number of edges into each from reachable nodes.
 inline std::unordered_map<Node*, int> dependencies(const std::vector<Edge>& roots) {
   std::unordered_map<Node*, int> deps;
@@ -118,7 +137,9 @@ inline std::vector<Tensor> run(const std::vector<Edge>& roots, const std::vector
     SmallVector<Tensor, 3> grad_ins(n->next.size());
     bool any = false;
     for (const Tensor& g : grads) any = any || g.defined();
-    if (any) {
+    if (any && n->op < 0) {
+      view_node_vjp(*n, {grads.data(), grads.size()}, {grad_ins.data(), grad_ins.size()});
+    } else if (any) {
       check_saved(*n);
       // With create_graph the saved outputs must lead back to this node again.
       SmallVector<Tensor, 3> outs = create_graph ? reattached_outputs(*n) : n->outputs;

@@ -466,8 +466,7 @@ class Engine final : public trace::Hook {
       for (size_t k = 0; k < p.metas.size(); ++k) {
         const OutMeta& m = p.metas[k];
         if (m.alias >= 0) {
-          outs.push_back(Tensor::from_storage(call.inputs[m.alias].storage(), m.shape, m.strides,
-                                              m.offset, m.dtype));
+          outs.push_back(terra::detail::make_view(call.inputs[m.alias], m));
           continue;
         }
         Ref<Storage> s = Storage::lazy(size_t(numel_of(m.shape)) * itemsize(m.dtype), m.device, sig);

@@ -37,6 +37,17 @@ inline void run_kernel(const OpCall& call, const OpInfo& info, std::span<Tensor>
   k(call, outs);
 }
 
+// Output m of a view op on `in`: it aliases in's storage. Made with grad mode on, it remembers
+// the tensor (itself no view) whose storage it shares, as PyTorch's views keep their _base.
+inline Tensor make_view(const Tensor& in, const OutMeta& m) {
+  Tensor v = Tensor::from_storage(in.storage(), m.shape, m.strides, m.offset, m.dtype);
+  if (autograd::grad_mode_flag()) {
+    const auto& base = in.unsafe_impl()->view_base;
+    v.unsafe_impl()->view_base = base ? base : in.impl_ptr();
+  }
+  return v;
+}
+
 // A contiguous copy, not recorded by autograd (but traced: a co-executed run makes it too).
 inline Tensor snapshot(const Tensor& t) {
   const Tensor in[] = {t};
@@ -149,8 +160,7 @@ inline OutList execute_eager(const OpCall& call, const OpInfo& info, Prepared& p
   bool compute = false;
   for (OutMeta& m : p.metas) {
     if (m.alias >= 0) {
-      outs.push_back(Tensor::from_storage(call.inputs[m.alias].storage(), m.shape, m.strides,
-                                          m.offset, m.dtype));
+      outs.push_back(make_view(call.inputs[m.alias], m));
     } else {
       outs.push_back(Tensor::empty(m.shape, m.dtype, m.device));
       compute = true;
