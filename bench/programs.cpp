@@ -2,9 +2,12 @@
 // co-executed, and as the whole-step-capture baseline (Mode::replay: the first traced step
 // replayed without validation), in one process, and prints one JSON object per line and mode:
 //   {"program", "system": "terra", "mode", "config", "iters", "median_step_s", "p10_step_s",
-//    "p90_step_s", "matches_eager", "mismatch", "stats": {...}, "error"}
+//    "p90_step_s", "matches_eager", "mismatch", "steady_windows", "steady_median_step_s",
+//    "step_kinds", "stats": {...}, "error"}
 // Step times: median, 10th and 90th percentile of the mean step time of windows of 5
-// consecutive iterations, after the first K (--skip).
+// consecutive iterations, after the first K (--skip); steady_*: the same over the windows
+// whose iterations were all co-executed. step_kinds: per iteration, e (eager), t (traced),
+// c (co-executed) or f (fell back part-way).
 // `matches_eager` compares every fetched value, host decision and final parameter bit for bit
 // with the eager run; "error" says why a mode failed (the replay baseline throws where shapes
 // change). scripts/bench_programs.py runs this and the PyTorch peers and makes the
@@ -92,19 +95,28 @@ void report(const char* name, const char* mode, bool paper, int iters, int skip,
     // Under the engine the host runs up to max_ahead iterations ahead of the runner, so single
     // iterations alternate between fast (ran ahead) and slow (waited): the statistics are over
     // the mean step time of consecutive windows of kWindow iterations.
+    // `steady`: the windows whose iterations were all co-executed (the engine's steady state,
+    // without the iterations that traced a new path or fell back).
     constexpr size_t kWindow = 5;
-    std::vector<double> v;
+    std::vector<double> v, steady;
     for (size_t b = std::min<size_t>(skip, o->step_seconds.size());
          b + kWindow <= o->step_seconds.size(); b += kWindow) {
       double sum = 0;
-      for (size_t i = b; i < b + kWindow; ++i) sum += o->step_seconds[i];
+      bool all_coexecuted = true;
+      for (size_t i = b; i < b + kWindow; ++i) {
+        sum += o->step_seconds[i];
+        all_coexecuted = all_coexecuted && i < o->step_kinds.size() && o->step_kinds[i] == 'c';
+      }
       v.push_back(sum / kWindow);
+      if (all_coexecuted) steady.push_back(sum / kWindow);
     }
     std::string mismatch = eager ? programs::compare(*eager, *o) : "";
     js << ", \"median_step_s\": " << quantile(v, 0.5) << ", \"p10_step_s\": " << quantile(v, 0.1)
        << ", \"p90_step_s\": " << quantile(v, 0.9) << ", \"matches_eager\": "
        << (mismatch.empty() ? "true" : "false") << ", \"mismatch\": \"" << escape(mismatch)
-       << "\"";
+       << "\", \"steady_windows\": " << steady.size()
+       << ", \"steady_median_step_s\": " << quantile(steady, 0.5) << ", \"step_kinds\": \""
+       << o->step_kinds << "\"";
     const terra::EngineStats& s = o->stats;
     js << ", \"stats\": {\"eager\": " << s.eager << ", \"traced\": " << s.traced
        << ", \"coexecuted\": " << s.coexecuted << ", \"fallbacks\": " << s.fallbacks

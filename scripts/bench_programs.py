@@ -111,10 +111,10 @@ def step(r):
 def markdown(rows, programs, config):
     lines = [f"Median step time in ms ({config} configuration); ratios are speed-ups "
              "(> 1: faster).", "",
-             "| program | terra eager | terra co-exec | co-exec / eager | matches eager | "
-             "co-executed / fallen back | replay baseline | PyTorch eager | TorchScript | "
-             "compile | compile-ro | co-exec vs PyTorch eager |",
-             "|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|"]
+             "| program | terra eager | terra co-exec | co-exec / eager | steady co-exec / eager "
+             "| matches eager | co-executed / fallen back | replay baseline | PyTorch eager | "
+             "TorchScript | compile | compile-ro | co-exec vs PyTorch eager |",
+             "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for p in programs:
         te, tc = find(rows, p, "terra", "eager"), find(rows, p, "terra", "coexec")
         pe = find(rows, p, "pytorch", "eager")
@@ -139,8 +139,12 @@ def markdown(rows, programs, config):
         else:
             replay = f"{fmt_ms(step(rp))} WRONG: {rp.get('mismatch', '')[:60]}"
         ratio = f"{se / sc:.2f}x" if se and sc else "-"
+        # Only the windows of 5 iterations that were all co-executed (no tracing, no fallback).
+        steady, windows = (tc or {}).get("steady_median_step_s"), (tc or {}).get("steady_windows")
+        steady_ratio = f"{se / steady:.2f}x ({windows} w)" if se and steady and windows else "-"
         vs_torch = f"{spe / sc:.2f}x" if spe and sc else "-"
-        lines.append(f"| {p} | {fmt_ms(se)} | {fmt_ms(sc)} | {ratio} | {match} | {stats} | "
+        lines.append(f"| {p} | {fmt_ms(se)} | {fmt_ms(sc)} | {ratio} | {steady_ratio} | "
+                     f"{match} | {stats} | "
                      f"{replay} | {fmt_ms(spe)} | " + " | ".join(peers) + f" | {vs_torch} |")
     notes = sorted({f"{r['program']} {r['mode']}: {r['error']}" for r in rows
                     if r.get("system") == "pytorch" and r.get("error")})

@@ -38,6 +38,9 @@ struct Outcome {
   std::vector<int64_t> decisions;                    // every host decision, in order
   std::vector<std::vector<unsigned char>> params;    // raw bytes of every parameter at the end
   std::vector<double> step_seconds;                  // wall time of each iteration
+  // How the engine ran each iteration: 'e' eagerly (also every iteration in eager mode),
+  // 't' traced, 'c' co-executed, 'f' fell back part-way.
+  std::string step_kinds;
   tr::EngineStats stats;                             // zero in eager mode
 };
 
@@ -64,11 +67,13 @@ void run_loop(Mode mode, int iters, Outcome& o, Body&& body, tr::EngineOptions o
       auto t0 = clock::now();
       body(i);
       o.step_seconds.push_back(std::chrono::duration<double>(clock::now() - t0).count());
+      o.step_kinds += 'e';
     }
     return;
   }
   opts.unchecked_replay = mode == Mode::replay;
   tr::Engine engine(opts);
+  tr::EngineStats before;
   for (int i = 0; i < iters; ++i) {
     auto t0 = clock::now();
     {
@@ -77,6 +82,12 @@ void run_loop(Mode mode, int iters, Outcome& o, Body&& body, tr::EngineOptions o
     }
     if (i == iters - 1) engine.synchronize();
     o.step_seconds.push_back(std::chrono::duration<double>(clock::now() - t0).count());
+    tr::EngineStats now = engine.stats();
+    o.step_kinds += now.coexecuted > before.coexecuted ? 'c'
+                    : now.fallbacks > before.fallbacks ? 'f'
+                    : now.traced > before.traced       ? 't'
+                                                       : 'e';
+    before = now;
   }
   o.stats = engine.stats();
 }

@@ -118,43 +118,55 @@ Recorded record(const Program& prog, const MakeInputs& make) {
   return r;
 }
 
+// One run of a recorded plan on inputs `got` (ranges [0, split) then [split, n) in kSplit
+// mode); returns the held values.
+std::vector<Tensor> run_plan(exec::CpuExecutor& ex, const Recorded& rec, Inputs& got, Mode mode,
+                             int32_t split = -1) {
+  const Plan& plan = *rec.plan;
+  int32_t n = int32_t(plan.ir.nodes.size());
+  std::vector<Attrs> attrs;
+  for (const auto& node : plan.ir.nodes) attrs.push_back(node.attrs);
+  std::vector<Ref<Storage>> st(plan.ir.bufs.size());
+  for (size_t i = 0; i < rec.ext_bufs.size(); ++i) st[rec.ext_bufs[i]] = got[i].storage();
+  for (size_t b = 0; b < st.size(); ++b)
+    if (!plan.ir.bufs[b].external && mode == Mode::kAllInternal)
+      st[b] = Storage::allocate(size_t(plan.ir.bufs[b].nbytes), Device::cpu());
+  for (const ValueRef& h : rec.held)
+    if (!st[h.buf]) st[h.buf] = Storage::allocate(size_t(plan.ir.bufs[h.buf].nbytes), Device::cpu());
+  std::span<const Ref<Storage>> sp(st);
+  std::span<const Attrs> at(attrs);
+  if (mode == Mode::kSplit) {
+    int32_t k = split >= 0 ? split : n / 2;
+    ex.run({.begin = 0, .end = k, .attrs = at.subspan(0, k), .storage = sp});
+    ex.run({.begin = k, .end = n, .attrs = at.subspan(k), .storage = sp});
+  } else {
+    ex.run({.begin = 0, .end = n, .attrs = mode == Mode::kTracedAttrs ? at : at.subspan(0, 0),
+            .storage = sp});
+  }
+  std::vector<Tensor> held;
+  for (const ValueRef& h : rec.held)
+    held.push_back(Tensor::from_storage(st[h.buf], h.shape, h.strides, h.offset, h.dtype));
+  return held;
+}
+
+void expect_same_held(const std::vector<Tensor>& got, const std::vector<Tensor>& want, int it) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_EQ(bytes_of(got[i]), bytes_of(want[i])) << "held value " << i << ", iteration " << it;
+}
+
 // Runs `iters` iterations eagerly and through the plan; every held value of every iteration
 // and every input's final bytes must match exactly.
 void expect_identical(const Program& prog, const MakeInputs& make, Mode mode, int iters = 2,
                       int32_t split = -1, int64_t tile = 4096) {
   Recorded rec = record(prog, make);
-  const Plan& plan = *rec.plan;
   Inputs ref = make(), got = make();
   exec::CpuExecutor ex(rec.plan, tile);
-  int32_t n = int32_t(plan.ir.nodes.size());
-  std::vector<Attrs> attrs;
-  for (const auto& node : plan.ir.nodes) attrs.push_back(node.attrs);
   for (int it = 0; it < iters; ++it) {
     Builder eager;
     eager.recording = false;
     prog(eager, ref);
-    std::vector<Ref<Storage>> st(plan.ir.bufs.size());
-    for (size_t i = 0; i < rec.ext_bufs.size(); ++i) st[rec.ext_bufs[i]] = got[i].storage();
-    for (size_t b = 0; b < st.size(); ++b)
-      if (!plan.ir.bufs[b].external && mode == Mode::kAllInternal)
-        st[b] = Storage::allocate(size_t(plan.ir.bufs[b].nbytes), Device::cpu());
-    for (const ValueRef& h : rec.held)
-      if (!st[h.buf]) st[h.buf] = Storage::allocate(size_t(plan.ir.bufs[h.buf].nbytes), Device::cpu());
-    std::span<const Ref<Storage>> sp(st);
-    std::span<const Attrs> at(attrs);
-    if (mode == Mode::kSplit) {
-      int32_t k = split >= 0 ? split : n / 2;
-      ex.run({.begin = 0, .end = k, .attrs = at.subspan(0, k), .storage = sp});
-      ex.run({.begin = k, .end = n, .attrs = at.subspan(k), .storage = sp});
-    } else {
-      ex.run({.begin = 0, .end = n, .attrs = mode == Mode::kTracedAttrs ? at : at.subspan(0, 0),
-              .storage = sp});
-    }
-    for (size_t i = 0; i < rec.held.size(); ++i) {
-      const ValueRef& h = rec.held[i];
-      Tensor g = Tensor::from_storage(st[h.buf], h.shape, h.strides, h.offset, h.dtype);
-      EXPECT_EQ(bytes_of(g), bytes_of(eager.held[i])) << "held value " << i << ", iteration " << it;
-    }
+    expect_same_held(run_plan(ex, rec, got, mode, split), eager.held, it);
   }
   for (size_t i = 0; i < ref.size(); ++i)
     EXPECT_EQ(bytes_of(got[i]), bytes_of(ref[i])) << "input " << i;
@@ -402,9 +414,39 @@ TEST(GraphPasses, ArenaReusesMemory) {
   for (const auto& buf : p.ir.bufs)
     if (!buf.external) total += buf.nbytes;
   EXPECT_LT(p.arena_bytes * 5, total);
-  for (size_t b = 0; b < p.ir.bufs.size(); ++b)
-    if (!p.ir.bufs[b].external) EXPECT_EQ(p.arena_offset[b] % 64, 0);
+  for (size_t b = 0; b < p.ir.bufs.size(); ++b) {
+    if (!p.ir.bufs[b].external) {
+      EXPECT_EQ(p.arena_offset[b] % 64, 0);
+    }
+  }
   expect_identical_all_modes(long_chain, long_inputs);
+}
+
+// Executors sharing one arena, as an engine's plans do: runs of different plans alternate,
+// the arena grows under an executor that already ran (it re-aims at the new memory), a plan
+// run in two ranges keeps its values between them, and every result stays exact.
+TEST(GraphPasses, ExecutorsShareAnArena) {
+  auto arena = std::make_shared<exec::Arena>();
+  MakeInputs small_in = long_inputs;
+  MakeInputs big_in = [] { return Inputs{tt::random({50000}, DType::Float32, 23)}; };
+  Recorded small = record(long_chain, small_in), big = record(long_chain, big_in);
+  ASSERT_LT(small.plan->arena_bytes * 10, big.plan->arena_bytes);
+  exec::CpuExecutor a(small.plan, exec::CpuExecutor::kTileElems, arena);
+  exec::CpuExecutor b(big.plan, exec::CpuExecutor::kTileElems, arena);
+  Inputs a_in = small_in(), b_in = big_in();
+  auto eager = [](const MakeInputs& make) {
+    Builder e;
+    e.recording = false;
+    Inputs in = make();
+    long_chain(e, in);
+    return e.held;
+  };
+  std::vector<Tensor> a_want = eager(small_in), b_want = eager(big_in);
+  for (int it = 0; it < 3; ++it) {
+    expect_same_held(run_plan(a, small, a_in, Mode::kHeldOnly), a_want, it);
+    expect_same_held(run_plan(b, big, b_in, Mode::kSplit), b_want, it);  // grows it at it 0
+    EXPECT_GE(arena->mem->nbytes(), size_t(big.plan->arena_bytes));
+  }
 }
 
 TEST(GraphPasses, DumpNamesOpsAndSteps) {

@@ -4,6 +4,7 @@
 // against the baseline ones. Also batch_norm_backward, the fused first-order gradient of a
 // training batch_norm, against the composite one.
 #include <cstring>
+#include <sstream>
 #include <vector>
 
 #include "op_test.hpp"
@@ -182,9 +183,10 @@ TEST(KernelIsa, Avx512GemmMatchesFloat64) {
   for (const Case& cs : cases)
     for (int la = 0; la < 3; ++la)
       for (int lb = 0; lb < 3; ++lb) {
-        std::string what = "[" + std::to_string(cs.m) + ", " + std::to_string(cs.k) + "] @ [" +
-                           std::to_string(cs.k) + ", " + std::to_string(cs.n) + "], layouts " +
-                           std::to_string(la) + "/" + std::to_string(lb);
+        std::ostringstream os;  // not "[" + to_string(...): GCC 12 warns (-Wrestrict) on it
+        os << "[" << cs.m << ", " << cs.k << "] @ [" << cs.k << ", " << cs.n << "], layouts " << la
+           << "/" << lb;
+        std::string what = os.str();
         Tensor a = operand(cs.m, cs.k, la, ++seed), b = operand(cs.k, cs.n, lb, ++seed);
         Tensor ref = tr::matmul(a.to(DType::Float64), b.to(DType::Float64));
         Tensor bound = tr::matmul(a.abs().to(DType::Float64), b.abs().to(DType::Float64)) *

@@ -1,7 +1,7 @@
 // terra/exec/cpu_executor.hpp: runs a compiled block (graph::Plan) on the CPU.
 // A flat walk over the plan's steps in host order, calling the same kernels eager dispatch
 // calls, on views of planned buffers: externals and buffers the host holds in the storage it
-// gives, everything else in one arena allocated once. The passes' decisions (dead, same_as,
+// gives, everything else in an arena (see Arena). The passes' decisions (dead, same_as,
 // fused) are applied only where this run's storage makes them safe.
 #pragma once
 
@@ -23,6 +23,26 @@ struct RunArgs {
   std::span<const Ref<Storage>> storage;  // per buffer: externals: the bound storage; internal
                                           // buffers the host still holds: a storage with memory
                                           // of at least nbytes; others: empty (use the arena)
+};
+
+// The memory behind the planned buffers of one or more executors, grown to the largest plan.
+// Executors may share one when their runs never overlap and no value in it outlives the block
+// that wrote it: an engine's runs execute one at a time in launch order, the ranges of one
+// block back to back, and values the host still holds get storage of their own. Sharing
+// makes a plan compiled for a new path or shape reuse memory that is mapped and warm in
+// cache: with an arena per plan, each new plan's first run faulted in fresh pages (SDPoint,
+// which compiles a few plans per step early on, spent a sixth of its co-executed time
+// clearing pages). Touched only by the thread executing a run.
+struct Arena {
+  Ref<Storage> mem;
+
+  // Replaces mem (growing by half at least) when it holds fewer than `bytes`; executors
+  // still pointing into the old memory keep it alive until their next run re-aims them.
+  void reserve(size_t bytes) {
+    if (mem && mem->nbytes() >= bytes) return;
+    size_t grown = mem ? mem->nbytes() + mem->nbytes() / 2 : 0;
+    mem = Storage::allocate(std::max(bytes, grown), Device::cpu());
+  }
 };
 
 namespace detail {
@@ -157,23 +177,22 @@ struct RunStats {
   int32_t fused = 0;    // fused steps run tile by tile
 };
 
-// One per compiled Plan; owns the arena. Not thread-safe: one runner thread calls run().
+// One per compiled Plan. Not thread-safe: one thread at a time calls run() (the runner, or
+// the host helping it), and so for every executor sharing its arena.
 class CpuExecutor {
  public:
+  static constexpr int64_t kTileElems = 4096;
   // tile_elems: the size of a fused step's tiles (tests make it tiny to cut small tensors).
-  explicit CpuExecutor(std::shared_ptr<const graph::Plan> plan, int64_t tile_elems = 4096)
+  // arena: shared with other executors whose runs never overlap this one's; null: its own.
+  explicit CpuExecutor(std::shared_ptr<const graph::Plan> plan, int64_t tile_elems = kTileElems,
+                       std::shared_ptr<Arena> arena = nullptr)
       : plan_(std::move(plan)),
         tile_elems_(std::max<int64_t>(tile_elems, 1)),
+        arena_(arena ? std::move(arena) : std::make_shared<Arena>()),
         pool_(get_num_threads() + 2) {
     const graph::Plan& p = *plan_;
     size_t nb = p.ir.bufs.size();
-    arena_ = Storage::allocate(size_t(std::max<int64_t>(p.arena_bytes, 64)), Device::cpu());
-    char* base = static_cast<char*>(arena_->data());
     arena_bufs_.resize(nb);
-    for (size_t b = 0; b < nb; ++b)
-      if (p.arena_offset[b] >= 0)
-        arena_bufs_[b] = Storage::wrap(base + p.arena_offset[b], size_t(p.ir.bufs[b].nbytes),
-                                       Device::cpu(), {});
     last_user_.assign(nb, -1);
     auto users = graph::buffer_users(p.ir);
     for (size_t b = 0; b < nb; ++b)
@@ -207,6 +226,7 @@ class CpuExecutor {
                 " storages for ", p.ir.bufs.size(), " buffers");
     if (a.begin == 0) std::fill(bound_.begin(), bound_.end(), Ref<Storage>());
     stats_ = {};
+    aim_at_arena();
     bind(a);
     decide(a);
     std::iota(remap_.begin(), remap_.end(), 0);
@@ -218,6 +238,19 @@ class CpuExecutor {
 
  private:
   enum Act : uint8_t { kSkip, kRun, kShare };
+
+  // Wraps each planned buffer's slice of the (shared) arena, again whenever it was replaced.
+  void aim_at_arena() {
+    const graph::Plan& p = *plan_;
+    arena_->reserve(size_t(std::max<int64_t>(p.arena_bytes, 64)));
+    if (arena_mem_ == arena_->mem) return;
+    arena_mem_ = arena_->mem;  // keeps the memory its wraps point into alive
+    char* base = static_cast<char*>(arena_mem_->data());
+    for (size_t b = 0; b < arena_bufs_.size(); ++b)
+      if (p.arena_offset[b] >= 0)
+        arena_bufs_[b] = Storage::wrap(base + p.arena_offset[b], size_t(p.ir.bufs[b].nbytes),
+                                       Device::cpu(), {});
+  }
 
   const Attrs& attrs_of(int32_t n, const RunArgs& a) const {
     return a.attrs.empty() ? plan_->ir.nodes[n].attrs : a.attrs[n - a.begin];
@@ -455,8 +488,9 @@ class CpuExecutor {
 
   std::shared_ptr<const graph::Plan> plan_;
   int64_t tile_elems_;
-  Ref<Storage> arena_;
-  std::vector<Ref<Storage>> arena_bufs_;     // per buffer: its arena slice, wrapped once
+  std::shared_ptr<Arena> arena_;
+  Ref<Storage> arena_mem_;                   // the arena memory arena_bufs_ point into
+  std::vector<Ref<Storage>> arena_bufs_;     // per buffer: its arena slice
   std::vector<int32_t> last_user_;           // per buffer: the last node naming it
   std::vector<int32_t> step_of_;             // per node
   std::vector<std::vector<int32_t>> scratch_;  // per step: intermediates it may keep in scratch

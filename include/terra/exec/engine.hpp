@@ -128,7 +128,7 @@ class Engine final : public trace::Hook {
   struct Compiled {
     uint64_t version = 0;                      ///< the block version it was compiled from
     std::shared_ptr<const graph::Plan> plan;   ///< after dce, cse, fuse, plan_memory
-    std::shared_ptr<exec::CpuExecutor> exec;   ///< runs the plan (owns its arena)
+    std::shared_ptr<exec::CpuExecutor> exec;   ///< runs the plan (in the engine's arena)
   };
   /// The trace graph of one iteration() call site.
   struct GraphState {
@@ -274,7 +274,7 @@ class Engine final : public trace::Hook {
     const trace::Block& blk = gs_->graph.blocks[b];
     if (!c.exec || c.version != blk.version) {
       c.plan = std::make_shared<const graph::Plan>(graph::compile(blk.ir));
-      c.exec = std::make_shared<exec::CpuExecutor>(c.plan);
+      c.exec = std::make_shared<exec::CpuExecutor>(c.plan, exec::CpuExecutor::kTileElems, arena_);
       c.version = blk.version;
       ++stats_.compiles;
     }
@@ -302,7 +302,7 @@ class Engine final : public trace::Hook {
     run->end = end;
     run->attrs.assign(std::make_move_iterator(attrs_.begin() + launched_),
                       std::make_move_iterator(attrs_.begin() + end));
-    // Values the host still holds get their own memory; the others live in the plan's arena.
+    // Values the host still holds get their own memory; the others live in the engine's arena.
     for (int32_t n = launched_; n < end; ++n) {
       const graph::IrNode& node = ir.nodes[n];
       if (node.inplace) continue;
@@ -500,6 +500,8 @@ class Engine final : public trace::Hook {
   EngineOptions opts_;
   EngineStats stats_;
   exec::Runner runner_;
+  // Every plan's planned buffers, shared: this engine's runs execute one at a time.
+  std::shared_ptr<exec::Arena> arena_ = std::make_shared<exec::Arena>();
   std::unordered_map<uint64_t, GraphState> graphs_;
   GraphState* gs_ = nullptr;
   trace::Recorder rec_;

@@ -92,9 +92,15 @@ inline std::string to_dot(const graph::Plan& p) {
     os << "  }\n";
   }
   std::vector<std::string> writer(p.ir.bufs.size());
+  // Built by appending: GCC 12 warns (-Wrestrict, a false positive) on "n" + std::to_string(n).
+  auto name = [](char prefix, size_t i) {
+    std::string s(1, prefix);
+    s += std::to_string(i);
+    return s;
+  };
   for (size_t b = 0; b < p.ir.bufs.size(); ++b)
     if (p.ir.bufs[b].external) {
-      writer[b] = "b" + std::to_string(b);
+      writer[b] = name('b', b);
       os << "  " << writer[b] << " [shape=ellipse, label=\"buf " << b << "\"];\n";
     }
   for (size_t n = 0; n < p.ir.nodes.size(); ++n) {
@@ -102,7 +108,7 @@ inline std::string to_dot(const graph::Plan& p) {
     for (const auto& v : node.ins)
       if (!writer[v.buf].empty()) os << "  " << writer[v.buf] << " -> n" << n << ";\n";
     // Views forward their input's buffer, so the edge into a view's reader comes from the view.
-    for (const auto& v : node.outs) writer[v.buf] = "n" + std::to_string(n);
+    for (const auto& v : node.outs) writer[v.buf] = name('n', n);
   }
   os << "}\n";
   return os.str();
