@@ -244,15 +244,25 @@ inline Outcome host_nms(bool engine, int iters = 200) {
   return o;
 }
 
+// The layers of the small RNNs below (input, recurrent, head), made in this order.
+struct TinyRnn {
+  nn::Linear wx = nn::Linear(3, 8), wh = nn::Linear(8, 8), head = nn::Linear(8, 1);
+  std::vector<tr::Tensor> parameters() const {
+    std::vector<tr::Tensor> ps;
+    for (const auto& m : {wx, wh, head})
+      for (auto& p : m->parameters()) ps.push_back(p);
+    return ps;
+  }
+};
+
 // 6. State carried across iterations: an RNN hidden state detached and reused, a running loss
 // kept as a tensor, and every step's loss kept in a host vector, printed at the end.
 inline Outcome carried_state(bool engine, int iters = 200) {
   tr::thread_manual_seed(10);
   Outcome o;
-  nn::Linear wx(3, 8), wh(8, 8), head(8, 1);
-  std::vector<tr::Tensor> params = wx->parameters();
-  for (auto& m : {wh, head})
-    for (auto& p : m->parameters()) params.push_back(p);
+  TinyRnn rnn;
+  auto& [wx, wh, head] = rnn;
+  std::vector<tr::Tensor> params = rnn.parameters();
   tr::optim::SGD opt(params, {.lr = 0.02});
   std::mt19937 rng(11);
   tr::Tensor h = tr::zeros({2, 8});
@@ -398,10 +408,9 @@ inline Outcome replaced_param(bool engine, int iters = 200) {
 inline Outcome views_written_in_place(bool engine, int iters = 200) {
   tr::thread_manual_seed(14);
   Outcome o;
-  nn::Linear wx(3, 8), wh(8, 8), head(8, 1);
-  std::vector<tr::Tensor> params = wx->parameters();
-  for (auto& m : {wh, head})
-    for (auto& p : m->parameters()) params.push_back(p);
+  TinyRnn rnn;
+  auto& [wx, wh, head] = rnn;
+  std::vector<tr::Tensor> params = rnn.parameters();
   tr::optim::Adam opt(params, {.lr = 0.01});
   std::mt19937 rng(15);
   loop(iters, engine, o, [&](int) {

@@ -65,10 +65,13 @@ inline std::string to_dot(const trace::TraceGraph& g, const std::string& name = 
     os << "  subgraph cluster_b" << b << " {\n    label=\"block " << b << " (seen " << blk.seen
        << (blk.can_end ? ", can end" : "") << ")\";\n";
     os << "    b" << b << "_entry [shape=point];\n";
-    std::string prev = "b" + std::to_string(b) + "_entry";
+    // Names built by appending: GCC 12 warns (-Wrestrict, a false positive) on "b" + to_string.
+    std::string block_id = std::string(1, 'b') += std::to_string(b);
+    std::string prev = block_id + "_entry";
     for (size_t n = 0; n < blk.ir.nodes.size(); ++n) {
       const graph::IrNode& node = blk.ir.nodes[n];
-      std::string id = "b" + std::to_string(b) + "_n" + std::to_string(n);
+      std::string id = block_id + "_n";
+      id += std::to_string(n);
       os << "    " << id << " [label=\"" << op_name(node.op) << (node.inplace ? "_" : "") << "\\n"
          << (node.outs.empty() ? std::string() : detail::shape_str(node.outs[0].shape)) << "\\n"
          << blk.sites[n].str() << "\"];\n";
