@@ -109,6 +109,17 @@ inline Tensor detached(const Tensor& t) {
   return Tensor::from_storage(t.storage(), t.shape(), t.strides(), t.storage_offset(), t.dtype());
 }
 
+// What a node keeps of an input it saves: its values and autograd identity, not its view
+// base. The base's history may come to pass through the saving node (an in-place write
+// through another view of the base), and a strong reference back to the base would then be
+// a cycle of shared pointers that is never freed.
+inline Tensor saved_input(const Tensor& t) {
+  if (!t.unsafe_impl()->view_base) return t;
+  auto impl = std::make_shared<TensorImpl>(*t.unsafe_impl());
+  impl->view_base.reset();
+  return Tensor(std::move(impl));
+}
+
 // Where the gradient of t goes.
 inline Edge edge_of(const Tensor& t) {
   Meta* m = meta_of(t);
@@ -259,7 +270,7 @@ inline void autograd_record(const OpCall& call, const OpInfo& info, OutList& out
   }
   if (info.saves & kSaveInputs) {
     for (size_t i = 0; i < saved_inputs.size(); ++i) {
-      node->inputs.push_back(saved_inputs[i]);
+      node->inputs.push_back(ad::saved_input(saved_inputs[i]));
       node->in_versions.push_back(versions[i]);
     }
   }
