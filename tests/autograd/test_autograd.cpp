@@ -197,6 +197,13 @@ TEST(Autograd, InPlaceThroughViews) {
     Tensor x = tr::tensor<double>({1, 2}).set_requires_grad();
     tt::expect_error([&] { x.slice(0, 0, 1).mul_(2.0); }, {"[terra::mul]", "view of a leaf", "[2]"});
   }
+  {  // A base that is not contiguous cannot be addressed: a clear error before anything is written.
+    Tensor x = tr::tensor<double>({1, 2}).set_requires_grad();
+    Tensor dense = tr::zeros({2, 2}, {.dtype = DType::Float64});
+    Tensor base = Tensor::from_storage(dense.storage(), {2, 2}, {1, 2}, 0, DType::Float64);
+    tt::expect_error([&] { base.select(0, 0).copy_(x); }, {"[terra::copy]", "non-contiguous", "[2, 2]"});
+    EXPECT_EQ(values(dense), (V{0, 0, 0, 0}));
+  }
   // The same against central differences, with a second in-place write over the first.
   Tensor x = rnd({3, 4}, 41), a = rnd({4}, 42), b = rnd({3}, 43);
   expect_gradcheck(

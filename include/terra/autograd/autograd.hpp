@@ -151,11 +151,14 @@ inline void check_in_place(const OpCall& call, const OpInfo& info) {
 // A view's place in its base, for kCopySlices and kViewOfBase: ints = {rank, shape...,
 // strides..., offset from the base's first element}. The base must be contiguous, so that
 // the geometry also addresses a contiguous gradient of the base's shape.
-inline Attrs view_geometry(const TensorImpl& view, const TensorImpl& base, const char* op) {
+inline void check_base_layout(const TensorImpl& base, const char* op) {
   TERRA_CHECK(is_contiguous_layout(base.shape, base.strides), op, "an in-place operation "
               "through a view of a non-contiguous tensor (shape ", base.shape, ", strides ",
               base.strides, ") that takes part in autograd is not supported; call contiguous() "
               "on the tensor before taking the view");
+}
+inline Attrs view_geometry(const TensorImpl& view, const TensorImpl& base, const char* op) {
+  check_base_layout(base, op);
   Attrs a;
   a.ints.push_back(int64_t(view.shape.size()));
   for (int64_t s : view.shape) a.ints.push_back(s);
@@ -196,7 +199,7 @@ inline std::shared_ptr<Node> make_view_node(int op, const TensorImpl& view,
 
 // A view whose storage was written in place after its grad_fn was set (through another view,
 // or its base) gets the base's newest history: its grad_fn becomes a kViewOfBase node.
-inline void refresh_view(const Tensor& t) {
+inline void refresh_view(const Tensor& t, const char* op) {
   TensorImpl* impl = t.unsafe_impl();
   if (TERRA_LIKELY(!impl->view_base)) return;
   Meta* bm = impl->view_base->autograd.get();
@@ -204,7 +207,7 @@ inline void refresh_view(const Tensor& t) {
   uint64_t now = impl->storage->version.load(std::memory_order_relaxed);
   Meta* m = impl->autograd.get();
   if (m && m->grad_fn && m->view_version == now) return;
-  auto n = make_view_node(Node::kViewOfBase, *impl, impl->view_base, "autograd");
+  auto n = make_view_node(Node::kViewOfBase, *impl, impl->view_base, op);
   Meta& vm = ensure_meta(t);
   vm.requires_grad = true;
   vm.grad_fn = std::move(n);
@@ -236,13 +239,20 @@ namespace terra {
 inline bool autograd_wants(const OpCall& call, const OpInfo& info, const MetaList& metas) {
   namespace ad = autograd::detail;
   if (!autograd::is_grad_enabled()) return false;
+  bool any = false;
   if (call.out) {
     ad::check_in_place(call, info);
-    ad::refresh_view(*call.out);
+    ad::refresh_view(*call.out, info.name);
+    any = ad::requires_grad(*call.out);
   }
-  for (const Tensor& t : call.inputs) ad::refresh_view(t);
-  bool any = call.out && ad::requires_grad(*call.out);
-  for (const Tensor& t : call.inputs) any = any || ad::requires_grad(t);
+  for (const Tensor& t : call.inputs) {
+    ad::refresh_view(t, info.name);
+    any = any || ad::requires_grad(t);
+  }
+  // A write through a view that will be recorded rewrites the base's history (rebase_view):
+  // refuse a base it cannot address before the kernel writes anything.
+  if (any && call.out && call.out->unsafe_impl()->view_base)
+    ad::check_base_layout(*call.out->unsafe_impl()->view_base, info.name);
   if (!any || info.vjp) return any;
   // No vjp: fine for ops whose results carry no gradient (indices, masks, comparisons).
   for (const OutMeta& m : metas)
