@@ -424,7 +424,8 @@ TEST(GraphPasses, ArenaReusesMemory) {
 
 // Executors sharing one arena, as an engine's plans do: runs of different plans alternate,
 // the arena grows under an executor that already ran (it re-aims at the new memory), a plan
-// run in two ranges keeps its values between them, and every result stays exact.
+// run in two ranges keeps its values between them, and every result stays exact. No executor
+// keeps memory alive after its run: neither the arena it outgrew nor its run's storages.
 TEST(GraphPasses, ExecutorsShareAnArena) {
   auto arena = std::make_shared<exec::Arena>();
   MakeInputs small_in = long_inputs;
@@ -443,9 +444,18 @@ TEST(GraphPasses, ExecutorsShareAnArena) {
   };
   std::vector<Tensor> a_want = eager(small_in), b_want = eager(big_in);
   for (int it = 0; it < 3; ++it) {
-    expect_same_held(run_plan(a, small, a_in, Mode::kHeldOnly), a_want, it);
+    Ref<Storage> before = arena->mem;
+    std::vector<Tensor> got = run_plan(a, small, a_in, Mode::kHeldOnly);
+    expect_same_held(got, a_want, it);
+    // Only the test holds its inputs and the held results now.
+    EXPECT_EQ(a_in[0].storage()->use_count(), 1);
+    for (const Tensor& t : got) EXPECT_EQ(t.storage()->use_count(), 1);
+    if (it == 0) before = arena->mem;
     expect_same_held(run_plan(b, big, b_in, Mode::kSplit), b_want, it);  // grows it at it 0
+    EXPECT_EQ(b_in[0].storage()->use_count(), 1);
     EXPECT_GE(arena->mem->nbytes(), size_t(big.plan->arena_bytes));
+    // The memory b outgrew is held by this test alone: executor a does not keep it.
+    if (it == 0) EXPECT_EQ(before->use_count(), 1);
   }
 }
 

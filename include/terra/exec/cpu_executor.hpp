@@ -25,26 +25,6 @@ struct RunArgs {
                                           // of at least nbytes; others: empty (use the arena)
 };
 
-// The memory behind the planned buffers of one or more executors, grown to the largest plan.
-// Executors may share one when their runs never overlap and no value in it outlives the block
-// that wrote it: an engine's runs execute one at a time in launch order, the ranges of one
-// block back to back, and values the host still holds get storage of their own. Sharing
-// makes a plan compiled for a new path or shape reuse memory that is mapped and warm in
-// cache: with an arena per plan, each new plan's first run faulted in fresh pages (SDPoint,
-// which compiles a few plans per step early on, spent a sixth of its co-executed time
-// clearing pages). Touched only by the thread executing a run.
-struct Arena {
-  Ref<Storage> mem;
-
-  // Replaces mem (growing by half at least) when it holds fewer than `bytes`; executors
-  // still pointing into the old memory keep it alive until their next run re-aims them.
-  void reserve(size_t bytes) {
-    if (mem && mem->nbytes() >= bytes) return;
-    size_t grown = mem ? mem->nbytes() + mem->nbytes() / 2 : 0;
-    mem = Storage::allocate(std::max(bytes, grown), Device::cpu());
-  }
-};
-
 namespace detail {
 
 // How a fused step cuts its output shape into tiles: dims after `dim` whole, `rows` indices of
@@ -169,6 +149,34 @@ class ScratchPool {
 
 }  // namespace detail
 
+// The memory behind the planned buffers of one or more executors, grown to the largest plan.
+// Executors may share one when their runs never overlap and no value in it outlives the block
+// that wrote it: an engine's runs execute one at a time in launch order, the ranges of one
+// block back to back, and values the host still holds get storage of their own. Sharing
+// makes a plan compiled for a new path or shape reuse memory that is mapped and warm in
+// cache: with an arena per plan, each new plan's first run faulted in fresh pages (SDPoint,
+// which compiles a few plans per step early on, spent a sixth of its co-executed time
+// clearing pages). Touched only by the thread executing a run.
+struct Arena {
+  Ref<Storage> mem;         // the only owner: replaced memory is freed at once
+  uint64_t generation = 0;  // bumped whenever mem is replaced
+  // Scratch of fused steps' chunks, shared as the arena is (one per executor added up to
+  // tens of MB when a dynamic program had a plan per path and shape).
+  detail::ScratchPool scratch{get_num_threads() + 2};
+
+  // Replaces mem (growing by half at least) when it holds fewer than `bytes`. Executors that
+  // pointed into the old memory see the generation move and re-aim before their next run;
+  // they never keep it alive (with a plan per path and shape, stale executors used to hold
+  // every arena the engine had outgrown).
+  void reserve(size_t bytes) {
+    if (mem && mem->nbytes() >= bytes) return;
+    size_t grown = mem ? mem->nbytes() + mem->nbytes() / 2 : 0;
+    mem = {};  // free first: the allocator may hand the same pages back
+    mem = Storage::allocate(std::max(bytes, grown), Device::cpu());
+    ++generation;
+  }
+};
+
 // What the last run() did (for the engine's stats and for tests).
 struct RunStats {
   int32_t ran = 0;      // nodes whose kernel ran (fused members included)
@@ -188,8 +196,7 @@ class CpuExecutor {
                        std::shared_ptr<Arena> arena = nullptr)
       : plan_(std::move(plan)),
         tile_elems_(std::max<int64_t>(tile_elems, 1)),
-        arena_(arena ? std::move(arena) : std::make_shared<Arena>()),
-        pool_(get_num_threads() + 2) {
+        arena_(arena ? std::move(arena) : std::make_shared<Arena>()) {
     const graph::Plan& p = *plan_;
     size_t nb = p.ir.bufs.size();
     arena_bufs_.resize(nb);
@@ -227,6 +234,12 @@ class CpuExecutor {
     if (a.begin == 0) std::fill(bound_.begin(), bound_.end(), Ref<Storage>());
     stats_ = {};
     aim_at_arena();
+    // This run's bindings die with it (an executor that does not run again must not keep
+    // the values of its last run alive); bound_ keeps what a later range of the block reads.
+    struct Unbind {
+      std::vector<Ref<Storage>>& st;
+      ~Unbind() { std::fill(st.begin(), st.end(), Ref<Storage>()); }
+    } unbind{st_};
     bind(a);
     decide(a);
     std::iota(remap_.begin(), remap_.end(), 0);
@@ -243,9 +256,9 @@ class CpuExecutor {
   void aim_at_arena() {
     const graph::Plan& p = *plan_;
     arena_->reserve(size_t(std::max<int64_t>(p.arena_bytes, 64)));
-    if (arena_mem_ == arena_->mem) return;
-    arena_mem_ = arena_->mem;  // keeps the memory its wraps point into alive
-    char* base = static_cast<char*>(arena_mem_->data());
+    if (aimed_ == arena_->generation) return;
+    aimed_ = arena_->generation;
+    char* base = static_cast<char*>(arena_->mem->data());
     for (size_t b = 0; b < arena_bufs_.size(); ++b)
       if (p.arena_offset[b] >= 0)
         arena_bufs_[b] = Storage::wrap(base + p.arena_offset[b], size_t(p.ir.bufs[b].nbytes),
@@ -433,12 +446,12 @@ class CpuExecutor {
     const detail::FusedProg& prog = *fr.prog;
     const detail::Tiling& tl = prog.tiling;
     detail::ScratchPool::Lease lease;
-    if (fr.scratch_bytes > 0) lease = pool_.acquire(size_t(fr.scratch_bytes));
+    if (fr.scratch_bytes > 0) lease = arena_->scratch.acquire(size_t(fr.scratch_bytes));
     struct Release {
       detail::ScratchPool& pool;
       detail::ScratchPool::Lease& lease;
       ~Release() { pool.release(lease); }
-    } release{pool_, lease};
+    } release{arena_->scratch, lease};
     // One handle per operand, re-aimed at each tile.
     Shape ts = tl.tile_shape(tb);
     SmallVector<Tensor, 16> ops;
@@ -489,13 +502,12 @@ class CpuExecutor {
   std::shared_ptr<const graph::Plan> plan_;
   int64_t tile_elems_;
   std::shared_ptr<Arena> arena_;
-  Ref<Storage> arena_mem_;                   // the arena memory arena_bufs_ point into
-  std::vector<Ref<Storage>> arena_bufs_;     // per buffer: its arena slice
+  uint64_t aimed_ = 0;                       // the arena generation arena_bufs_ point into
+  std::vector<Ref<Storage>> arena_bufs_;     // per buffer: its arena slice (not owning)
   std::vector<int32_t> last_user_;           // per buffer: the last node naming it
   std::vector<int32_t> step_of_;             // per node
   std::vector<std::vector<int32_t>> scratch_;  // per step: intermediates it may keep in scratch
   std::vector<std::unique_ptr<detail::FusedProg>> progs_;  // per step: fused steps decoded
-  detail::ScratchPool pool_;
   // Per run.
   std::vector<Ref<Storage>> st_, bound_;  // where each buffer lives; where earlier ranges wrote
   std::vector<uint8_t> given_, need_, act_;
