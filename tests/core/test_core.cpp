@@ -4,6 +4,7 @@
 #include <string>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -146,4 +147,46 @@ TEST(Core, ParallelForCoversEveryIndexAndRethrows) {
     EXPECT_EQ(sum, n);
   }
   terra::set_num_threads(0);
+}
+
+// The CPU block cache: nearby sizes share blocks (a class, or up to a quarter larger), a
+// block goes back under its real size, far larger requests get fresh memory, and the limit
+// bounds what is kept.
+TEST(Core, CpuBlockCacheReusesNearbySizes) {
+  if (!tr::detail::kCacheEnabled) GTEST_SKIP() << "sanitizer build: blocks are never cached";
+  size_t limit = size_t(256) << 20;
+  tr::set_cpu_cache_limit(limit);  // also empties it
+  EXPECT_EQ(tr::cpu_cached_bytes(), 0u);
+  EXPECT_EQ(tr::detail::size_class(100000), 106496u);  // 64 KiB + 5 steps of 8 KiB
+  EXPECT_EQ(tr::detail::size_class(16384), 16384u);
+  EXPECT_EQ(tr::detail::size_class(16385), 20480u);    // the 4 KiB granule
+  void* a = tr::cpu_alloc(110000);                      // class 114688
+  ASSERT_NE(a, nullptr);
+  std::memset(a, 1, 110000);
+  tr::cpu_free(a, 110000);
+  EXPECT_EQ(tr::cpu_cached_bytes(), 114688u);
+  void* b = tr::cpu_alloc(100000);  // class 106496: takes the 114688 block (within a quarter)
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(tr::cpu_cached_bytes(), 0u);
+  tr::cpu_free(b, 100000);  // back under its real size
+  EXPECT_EQ(tr::cpu_cached_bytes(), 114688u);
+  void* c = tr::cpu_alloc(60000);  // class 61440: a block twice its size is not taken
+  EXPECT_NE(c, a);
+  void* d = tr::cpu_alloc(200000);  // larger than anything cached
+  EXPECT_NE(d, a);
+  EXPECT_EQ(tr::cpu_cached_bytes(), 114688u);
+  tr::cpu_free(c, 60000);
+  tr::cpu_free(d, 200000);
+  EXPECT_EQ(tr::cpu_cached_bytes(), 114688u + 61440u + 212992u);
+  // Small blocks bypass the cache; a full cache frees what comes back.
+  void* s = tr::cpu_alloc(1000);
+  tr::cpu_free(s, 1000);
+  tr::set_cpu_cache_limit(150000);
+  void* e = tr::cpu_alloc(120000);
+  void* f = tr::cpu_alloc(120000);
+  tr::cpu_free(e, 120000);
+  tr::cpu_free(f, 120000);
+  EXPECT_EQ(tr::cpu_cached_bytes(), 122880u);
+  tr::set_cpu_cache_limit(limit);
+  EXPECT_EQ(tr::cpu_cached_bytes(), 0u);
 }
