@@ -432,4 +432,35 @@ inline Outcome views_written_in_place(bool engine, int iters = 200) {
   return o;
 }
 
+// 12. A loss over a host-chosen subset (masked_select, as YOLO's loss): how many elements the
+// host's mask selects changes every iteration, so the loss's shapes are new most of the time
+// and, past the specialization limit, never compiled; the backward pass through the network
+// and the Adam step have the same shapes every time. The host reads the loss every 4 steps.
+inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
+  tr::thread_manual_seed(16);
+  Outcome o;
+  Mlp net(8, 32, 16);
+  std::vector<tr::Tensor> params = net->parameters();
+  tr::optim::Adam opt(params, {.lr = 0.01});
+  std::mt19937 rng(17);
+  loop(
+      iters, engine, o,
+      [&](int step) {
+        tr::Tensor x = host_batch(rng, 4, 8), y = host_batch(rng, 4, 16);
+        std::vector<bool> keep(64);
+        int count = 0;
+        for (size_t i = 0; i < keep.size(); ++i) count += keep[i] = rng() % 3 == 0;
+        o.decisions.push_back(count);
+        tr::Tensor mask = tr::tensor(keep, {4, 16});
+        tr::Tensor loss = F::mse_loss(tr::masked_select(net(x), mask), tr::masked_select(y, mask));
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        if (step % 4 == 0) o.fetched.push_back(loss.item<double>());
+      },
+      opts);
+  collect(o, params);
+  return o;
+}
+
 }  // namespace progs

@@ -136,6 +136,28 @@ TEST(CoExec, ViewsWrittenInPlace) {
 
 // Each thread's generator can be seeded alone: what one thread draws does not depend on
 // another thread seeding or drawing meanwhile.
+// Where the host's mask makes the loss's shapes new every iteration, co-execution resumes
+// at the backward pass and the optimizer step, whose shapes never change: bit-identical to
+// eager with or without resuming, and resuming co-executes those ops in iterations that fall
+// back.
+TEST(CoExec, ResumesAfterADivergence) {
+  auto e = progs::masked_loss(false);
+  terra::EngineOptions on;
+  on.resume = true;
+  auto c = progs::masked_loss(true, 200, on);
+  auto n = progs::masked_loss(true);  // the default: record to the end
+  expect_same(e, c);
+  expect_same(e, n);
+  std::cout << c.stats << "\n" << n.stats << "\n";
+  EXPECT_EQ(c.stats.iterations, 200);
+  EXPECT_GT(c.stats.fallbacks, 100);  // the count repeats rarely enough
+  EXPECT_GE(c.stats.resumes, c.stats.fallbacks);  // the loss's parts interleave: several each
+  EXPECT_EQ(n.stats.resumes, 0);
+  // Every iteration that falls back co-executes the Adam step at least (4 parameters, more
+  // than 10 ops each) after resuming.
+  EXPECT_GE(c.stats.ops_coexecuted - n.stats.ops_coexecuted, 50 * c.stats.fallbacks);
+}
+
 TEST(CoExec, ThreadSeedsAreIndependent) {
   std::vector<float> a1, a2;
   std::thread t([&] {

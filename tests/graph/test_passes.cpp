@@ -455,7 +455,9 @@ TEST(GraphPasses, ExecutorsShareAnArena) {
     EXPECT_EQ(b_in[0].storage()->use_count(), 1);
     EXPECT_GE(arena->mem->nbytes(), size_t(big.plan->arena_bytes));
     // The memory b outgrew is held by this test alone: executor a does not keep it.
-    if (it == 0) EXPECT_EQ(before->use_count(), 1);
+    if (it == 0) {
+      EXPECT_EQ(before->use_count(), 1);
+    }
   }
 }
 

@@ -12,8 +12,10 @@
 // is checked against the next node and answered with a lazy handle; a block is launched on the
 // graph-runner thread as soon as the host has passed its end (or reads one of its values).
 // An op that matches nothing, an early end, or an exception makes the engine launch what was
-// validated and continue eagerly while recording; the new trace is merged. Results are those
-// of eager execution, bit for bit.
+// validated and continue eagerly while recording; the new trace is merged. With
+// EngineOptions::resume, a call made while recording that matches the first node of a compiled
+// block (where paths re-join: the backward pass after a host-chosen branch, the optimizer
+// step) resumes co-execution there. Results are those of eager execution, bit for bit.
 #pragma once
 
 #include <deque>
@@ -41,6 +43,10 @@ struct EngineOptions {
   int max_blocks = 256;         ///< per iteration() call site
   int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
   bool coexecute = true;        ///< false: trace nothing, run every iteration eagerly
+  /// While an iteration records (it diverged, or its path is not compiled yet), resume
+  /// co-execution at a call that starts a compiled block. Off by default: on the 2-core CPU
+  /// the paper programs ran no faster with it (docs/coexecution.md).
+  bool resume = false;
   bool timeline = false;        ///< record host/runner spans for write_timeline()
   /// Benchmark baseline only, never for real programs: what capturing a whole training step
   /// as one graph does. The first traced iteration is the capture; every later one replays it
@@ -65,6 +71,7 @@ struct EngineStats {
   int64_t compiles = 0;     ///< blocks compiled (including re-compiles after a graph change)
   int64_t launches = 0;     ///< runs handed to the graph runner
   int64_t ops_coexecuted = 0;  ///< op calls answered with lazy handles
+  int64_t resumes = 0;         ///< times co-execution resumed inside a recording iteration
   std::map<std::string, int64_t> reasons;  ///< why iterations were traced again, with counts
 };
 
@@ -73,7 +80,8 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
   os << "iterations " << s.iterations << " (eager " << s.eager << ", traced " << s.traced << ", co-executed "
      << s.coexecuted << ", fallen back " << s.fallbacks << "), blocks " << s.blocks
      << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
-     << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted;
+     << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted
+     << ", resumes " << s.resumes;
   for (const auto& [why, n] : s.reasons) os << "\n  re-trace: " << why << " (x" << n << ")";
   return os;
 }
@@ -137,6 +145,9 @@ class Engine final : public trace::Hook {
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
     bool eager_only = false;         ///< ran ops on a non-CPU device: never traced again
+    /// Blocks by the program location of their first node: where a recording iteration may
+    /// resume co-execution (rebuilt after every merge).
+    std::unordered_map<uint64_t, std::vector<int32_t>> entries;
   };
   /// The trace graphs by call site, with their compiled plans (io/trace_dump.hpp dumps them).
   const std::unordered_map<uint64_t, GraphState>& graphs() const { return graphs_; }
@@ -159,7 +170,7 @@ class Engine final : public trace::Hook {
   }
   /// Host reads of traced values become block boundaries of later traces.
   void on_fetch(const Tensor& t) override {
-    if (mode_ == trace::Mode::Tracing && rec_.knows(t)) rec_.note_fetch();
+    if (mode_ != trace::Mode::Eager && rec_.knows(t)) rec_.note_fetch();
   }
 
  private:
@@ -186,6 +197,8 @@ class Engine final : public trace::Hook {
     started_coexec_ = opts_.coexecute && !gs_->eager_only && !gs_->graph.empty() && ready(0);
     path_.clear();
     diverged_.clear();
+    resumed_ = false;
+    resume_budget_ = opts_.resume && !opts_.unchecked_replay ? kResumeBudget : 0;
     iter_t0_ = opts_.timeline ? exec::now_us() : 0;
     if (started_coexec_) {
       mode_ = trace::Mode::CoExecuting;
@@ -207,27 +220,30 @@ class Engine final : public trace::Hook {
       if (exception) {
         diverged_ = "exception thrown inside the iteration";
       } else if (!complete) {
-        diverged_ = "iteration ended where no traced iteration ended";
+        if (diverged_.empty()) diverged_ = "iteration ended where no traced iteration ended";
         mode_ = trace::Mode::Tracing;  // merge what ran: the graph learns the new end
       }
     }
+    // A trace that resumed co-execution after recording is merged all the same.
+    bool record = mode_ == trace::Mode::Tracing || resumed_;
     if (started_coexec_ && diverged_.empty()) {
       ++stats_.coexecuted;
     } else if (started_coexec_) {
       ++stats_.fallbacks;
       ++stats_.reasons[diverged_];
-    } else if (mode_ == trace::Mode::Tracing) {
+    } else if (record) {
       ++stats_.traced;
     } else {
       ++stats_.eager;
     }
-    if (mode_ == trace::Mode::Tracing && device_op_) {
+    if (record && device_op_) {
       // The CPU plans cannot run device ops: the call site runs eagerly from now on.
       gs_->eager_only = true;
       gs_->graph = {};
       gs_->compiled.clear();
+      gs_->entries.clear();
       ++stats_.reasons[kDeviceReason];
-    } else if (mode_ == trace::Mode::Tracing) {
+    } else if (record) {
       if (exception) {
         if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
       } else if (!(opts_.unchecked_replay && !gs_->graph.empty())) {  // a replay keeps its capture
@@ -235,6 +251,10 @@ class Engine final : public trace::Hook {
         gs_->graph.merge(rec_.trace(), lim);
         for (auto& n : gs_->graph.notes) ++stats_.reasons[n];
         gs_->graph.notes.clear();
+        gs_->entries.clear();
+        for (int32_t b = 0; b < int32_t(gs_->graph.blocks.size()); ++b)
+          if (!gs_->graph.blocks[b].sites.empty())
+            gs_->entries[gs_->graph.blocks[b].sites[0].place()].push_back(b);
       }
     }
     if (!path_.empty()) {
@@ -288,7 +308,7 @@ class Engine final : public trace::Hook {
     storage_.assign(blk.ir.bufs.size(), {});
     attrs_.assign(blk.ir.nodes.size(), {});
     launched_ = 0;
-    path_.push_back(b);
+    if (!resumed_) path_.push_back(b);  // paths: the block sequences walked from the start
   }
 
   // Launches nodes [launched_, end) of the current block on the runner.
@@ -352,11 +372,40 @@ class Engine final : public trace::Hook {
     detail::Prepared p;
     detail::prepare(call, info, p);
     if (TERRA_UNLIKELY(on_device(call))) device_op_ = true;
-    rec_.start(call);
+    trace::OpRecord& r = rec_.start(call);
     trace::Recorder::OpenGuard open{rec_};
+    if (resume_budget_ > 0 && !device_op_ && resume(call, p, r))
+      return answer(call, info, p, r);
     OutList outs = detail::execute_eager(call, info, p);
     rec_.finish(call, outs);
     return outs;
+  }
+
+  // While recording: does this call start a compiled block? Then co-execution resumes there
+  // (the call is that block's node 0; every later call is validated as usual). A block that
+  // a path re-joins (the backward pass after a host-chosen branch, the optimizer step) is
+  // where this pays. A resume that diverges again within kResumeMinOps calls spends one of the
+  // iteration's tries, so blocks that match only their first call cannot make every call of
+  // a long recorded stretch launch a run of its own.
+  bool resume(const OpCall& call, const detail::Prepared& p, trace::OpRecord& r) {
+    auto it = gs_->entries.find(r.site.place());
+    if (it == gs_->entries.end()) return false;
+    expect_outputs(call, p, r);
+    for (int32_t b : it->second) {
+      const trace::Block& blk = gs_->graph.blocks[b];
+      bind_.reset(rec_.trace().bufs.size(), blk.ir.bufs.size());
+      if (blk.seen < opts_.compile_after || !trace::match_node(blk, 0, r, bind_)) continue;
+      compiled(b);
+      mode_ = trace::Mode::CoExecuting;
+      resumed_ = true;
+      resumed_ops_ = 0;
+      ++stats_.resumes;
+      enter_block(b, false);
+      return true;
+    }
+    r.outs.clear();
+    r.out_alias.clear();
+    return false;
   }
 
   // The record's outputs as they will be, before they exist.
@@ -434,7 +483,8 @@ class Engine final : public trace::Hook {
                       : opts_.unchecked_replay ? next_captured(call, r)
                                                : find_node(r);
     if (*why) {
-      diverged_ = why;
+      if (diverged_.empty()) diverged_ = why;  // after a resume, the first reason counts
+      if (resumed_ && resumed_ops_ < kResumeMinOps) --resume_budget_;
       if (why == kDeviceReason) device_op_ = true;
       launch_segment(int32_t(idx_));
       mode_ = trace::Mode::Tracing;
@@ -444,7 +494,14 @@ class Engine final : public trace::Hook {
       rec_.finish(call, outs);
       return outs;
     }
+    return answer(call, info, p, r);
+  }
+
+  // The call is node idx_ of the current block: record its attributes, bind the tensors from
+  // outside the block, and answer with lazy outputs.
+  OutList answer(const OpCall& call, const OpInfo& info, detail::Prepared& p, trace::OpRecord& r) {
     const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
+    ++resumed_ops_;
     if (opts_.unchecked_replay) {
       attrs_[idx_] = node.attrs;  // frozen at capture, but for the random stream's position
       attrs_[idx_].seed = call.attrs.seed;
@@ -511,6 +568,12 @@ class Engine final : public trace::Hook {
   bool device_op_ = false;  // this iteration ran an op on a non-CPU device
   bool in_iteration_ = false;
   std::string diverged_;
+  // Co-execution resumed after recording this iteration; tries left (kResumeBudget each);
+  // calls co-executed since the last resume.
+  static constexpr int kResumeBudget = 4, kResumeMinOps = 8;
+  bool resumed_ = false;
+  int resume_budget_ = 0;
+  int64_t resumed_ops_ = 0;
   // the walk through the current block
   int32_t block_ = 0;
   size_t idx_ = 0;
