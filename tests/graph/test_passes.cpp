@@ -496,3 +496,38 @@ TEST(GraphPasses, KernelErrorSurfaces) {
 }
 
 }  // namespace
+
+namespace {
+// Device buffers are planned in their device's own arena, and device nodes never fuse (a
+// kernel per tile and member would cost a launch each). Compiling needs no device.
+TEST(GraphPasses, DeviceBuffersGetTheirOwnArenaAndNoFusion) {
+  const Device dev = Device::cuda();
+  auto v = [](int32_t b, Device d) { return ValueRef{b, {64}, {1}, 0, DType::Float32, d}; };
+  BlockIr ir;
+  ir.bufs = {{.external = true, .nbytes = 256},
+             {.external = true, .nbytes = 256, .device = dev},
+             {.nbytes = 256, .producer = 0},
+             {.nbytes = 256, .producer = 1},
+             {.nbytes = 256, .producer = 2, .device = dev},
+             {.nbytes = 256, .producer = 3, .device = dev}};
+  auto node = [](Op op, ValueRef in, ValueRef out) {
+    return graph::IrNode{.op = op, .ins = {in}, .outs = {out}, .out_alias = {-1}};
+  };
+  ir.nodes = {node(Op::Relu, v(0, Device::cpu()), v(2, Device::cpu())),
+              node(Op::Neg, v(2, Device::cpu()), v(3, Device::cpu())),
+              node(Op::Relu, v(1, dev), v(4, dev)), node(Op::Neg, v(4, dev), v(5, dev))};
+  Plan p = graph::compile(ir);
+  EXPECT_EQ(p.devices, std::vector<Device>{dev});
+  ASSERT_EQ(p.steps.size(), 3u);
+  EXPECT_TRUE(p.steps[0].fused);  // the CPU chain
+  EXPECT_EQ(p.steps[0].nodes.size(), 2u);
+  EXPECT_FALSE(p.steps[1].fused);
+  EXPECT_FALSE(p.steps[2].fused);
+  ASSERT_EQ(p.device_arenas.size(), 1u);
+  EXPECT_EQ(p.device_arenas[0].first, dev);
+  // Buffer 4 is live while 5 is written: two slots on the device, none of them on the CPU's.
+  EXPECT_EQ(p.device_arenas[0].second, 512);
+  EXPECT_NE(p.arena_offset[4], p.arena_offset[5]);
+  EXPECT_EQ(p.arena_bytes, 512);  // buffers 2 and 3 only
+}
+}  // namespace

@@ -23,6 +23,12 @@ struct DeviceBackend {
                bool non_blocking);
   // Waits until the work queued on device `index` (all streams) is done.
   void (*synchronize)(int index);
+  // Optional (null: the backend has no streams). The calling thread's current stream on device
+  // `index`, as an opaque handle, and making `stream` (null: the default) its current stream.
+  // A graph runner queues a run's kernels on the stream the host thread had when it launched
+  // the run, so they are ordered after every op the host queued before.
+  void* (*get_stream)(int index) = nullptr;
+  void (*set_stream)(void* stream, int index) = nullptr;
 };
 
 namespace detail {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <new>
 #include <utility>
@@ -89,9 +90,16 @@ class Storage {
     }
     return Ref<Storage>(s);
   }
-  // Gives a lazy storage its own memory (64-byte aligned, owned).
+  // Gives a lazy storage its own memory (owned; on the CPU 64-byte aligned, on a device from
+  // its backend's allocator).
   void allocate_lazy() {
     if (data_ != nullptr || nbytes_ == 0) return;
+    if (!device_.is_cpu()) {
+      const DeviceBackend& b = device_backend(device_, "allocate");
+      data_ = b.alloc(nbytes_, device_.index);
+      deleter_ = [&b, n = nbytes_, i = int(device_.index)](void* q) { b.free(q, n, i); };
+      return;
+    }
     data_ = cpu_alloc(nbytes_);
     TERRA_CHECK(data_ != nullptr, "allocate", "out of memory allocating ", nbytes_, " bytes");
     deleter_ = [n = nbytes_](void* p) { cpu_free(p, n); };
@@ -162,5 +170,17 @@ class Storage {
   std::atomic<Signal*> pending_{nullptr};
   std::function<void(void*)> deleter_;
 };
+
+// Copies the first nbytes of src into dst, either of which may be device memory (through the
+// device's backend; complete on return).
+inline void copy_storage(Storage& dst, const Storage& src, size_t nbytes) {
+  if (nbytes == 0) return;
+  if (dst.device().is_cpu() && src.device().is_cpu()) {
+    std::memcpy(dst.data(), src.data(), nbytes);
+    return;
+  }
+  Device d = dst.device().is_cpu() ? src.device() : dst.device();
+  device_backend(d, "copy").copy(dst.data(), dst.device(), src.data(), src.device(), nbytes, false);
+}
 
 }  // namespace terra

@@ -1,8 +1,10 @@
-// terra/exec/cpu_executor.hpp: runs a compiled block (graph::Plan) on the CPU.
+// terra/exec/cpu_executor.hpp: runs a compiled block (graph::Plan) from a CPU thread.
 // A flat walk over the plan's steps in host order, calling the same kernels eager dispatch
 // calls, on views of planned buffers: externals and buffers the host holds in the storage it
-// gives, everything else in an arena (see Arena). The passes' decisions (dead, same_as,
-// fused) are applied only where this run's storage makes them safe.
+// gives, everything else in an arena per device (see Arena). Nodes on a device (CUDA) queue
+// their kernels as eager dispatch does, on the stream the runner was given, and a run ends
+// when the devices it used have finished. The passes' decisions (dead, same_as, fused) are
+// applied only where this run's storage makes them safe.
 #pragma once
 
 #include <atomic>
@@ -158,8 +160,9 @@ class ScratchPool {
 // which compiles a few plans per step early on, spent a sixth of its co-executed time
 // clearing pages). Touched only by the thread executing a run.
 struct Arena {
-  Ref<Storage> mem;         // the only owner: replaced memory is freed at once
-  uint64_t generation = 0;  // bumped whenever mem is replaced
+  Ref<Storage> mem;         // the CPU arena; the only owner: replaced memory is freed at once
+  std::vector<std::pair<Device, Ref<Storage>>> device_mem;  // the arena of each other device
+  uint64_t generation = 0;  // bumped whenever some arena's memory is replaced
   // Scratch of fused steps' chunks, shared as the arena is (one per executor added up to
   // tens of MB when a dynamic program had a plan per path and shape).
   detail::ScratchPool scratch{get_num_threads() + 2};
@@ -168,12 +171,21 @@ struct Arena {
   // pointed into the old memory see the generation move and re-aim before their next run;
   // they never keep it alive (with a plan per path and shape, stale executors used to hold
   // every arena the engine had outgrown).
-  void reserve(size_t bytes) {
-    if (mem && mem->nbytes() >= bytes) return;
-    size_t grown = mem ? mem->nbytes() + mem->nbytes() / 2 : 0;
-    mem = {};  // free first: the allocator may hand the same pages back
-    mem = Storage::allocate(std::max(bytes, grown), Device::cpu());
+  void reserve(size_t bytes) { reserve(Device::cpu(), bytes); }
+  void reserve(Device d, size_t bytes) {
+    Ref<Storage>& m = memory(d);
+    if (m && m->nbytes() >= bytes) return;
+    size_t grown = m ? m->nbytes() + m->nbytes() / 2 : 0;
+    m = {};  // free first: the allocator may hand the same pages back
+    m = Storage::allocate(std::max(bytes, grown), d);
     ++generation;
+  }
+  // The arena of device d (null until reserved).
+  Ref<Storage>& memory(Device d) {
+    if (d.is_cpu()) return mem;
+    for (auto& [dev, m] : device_mem)
+      if (dev == d) return m;
+    return device_mem.emplace_back(d, Ref<Storage>()).second;
   }
 };
 
@@ -243,26 +255,45 @@ class CpuExecutor {
     bind(a);
     decide(a);
     std::iota(remap_.begin(), remap_.end(), 0);
-    for (size_t s = a.begin < a.end ? step_of_[a.begin] : p.steps.size();
-         s < p.steps.size() && p.steps[s].nodes.front() < a.end; ++s)
-      run_step(int32_t(s), a);
+    try {
+      for (size_t s = a.begin < a.end ? step_of_[a.begin] : p.steps.size();
+           s < p.steps.size() && p.steps[s].nodes.front() < a.end; ++s)
+        run_step(int32_t(s), a);
+    } catch (...) {
+      // Kernels queued before the failure may still be running: let them finish before the
+      // run's memory can be reused. The first error is the one reported.
+      try {
+        synchronize_devices();
+      } catch (...) {
+      }
+      throw;
+    }
+    synchronize_devices();
     if (a.end == n_nodes) std::fill(bound_.begin(), bound_.end(), Ref<Storage>());
   }
 
  private:
   enum Act : uint8_t { kSkip, kRun, kShare };
 
-  // Wraps each planned buffer's slice of the (shared) arena, again whenever it was replaced.
+  // Device kernels are queued asynchronously: a run is done (and its memory free to reuse)
+  // only once every device it used has finished them.
+  void synchronize_devices() const {
+    for (Device d : plan_->devices) device_backend(d, "graph.run").synchronize(d.index);
+  }
+
+  // Wraps each planned buffer's slice of the (shared) arenas, again whenever one was replaced.
   void aim_at_arena() {
     const graph::Plan& p = *plan_;
     arena_->reserve(size_t(std::max<int64_t>(p.arena_bytes, 64)));
+    for (const auto& [dev, bytes] : p.device_arenas) arena_->reserve(dev, size_t(std::max<int64_t>(bytes, 64)));
     if (aimed_ == arena_->generation) return;
     aimed_ = arena_->generation;
-    char* base = static_cast<char*>(arena_->mem->data());
-    for (size_t b = 0; b < arena_bufs_.size(); ++b)
-      if (p.arena_offset[b] >= 0)
-        arena_bufs_[b] = Storage::wrap(base + p.arena_offset[b], size_t(p.ir.bufs[b].nbytes),
-                                       Device::cpu(), {});
+    for (size_t b = 0; b < arena_bufs_.size(); ++b) {
+      if (p.arena_offset[b] < 0) continue;
+      Device d = p.ir.bufs[b].device;
+      char* base = static_cast<char*>(arena_->memory(d)->data());
+      arena_bufs_[b] = Storage::wrap(base + p.arena_offset[b], size_t(p.ir.bufs[b].nbytes), d, {});
+    }
   }
 
   const Attrs& attrs_of(int32_t n, const RunArgs& a) const {
@@ -282,8 +313,7 @@ class CpuExecutor {
       }
       TERRA_CHECK(g->nbytes() >= size_t(bufs[b].nbytes), "graph.run", "storage of ",
                   g->nbytes(), " bytes given for buffer ", b, " of ", bufs[b].nbytes, " bytes");
-      if (bound_[b] && !(bound_[b] == g))
-        std::memcpy(g->data(), bound_[b]->data(), size_t(bufs[b].nbytes));
+      if (bound_[b] && !(bound_[b] == g)) copy_storage(*g, *bound_[b], size_t(bufs[b].nbytes));
       st_[b] = g;
     }
   }

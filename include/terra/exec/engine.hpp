@@ -144,7 +144,6 @@ class Engine final : public trace::Hook {
     int64_t iterations = 0;          ///< iterations started there
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
-    bool eager_only = false;         ///< ran ops on a non-CPU device: never traced again
     /// Blocks by the program location of their first node: where a recording iteration may
     /// resume co-execution (rebuilt after every merge).
     std::unordered_map<uint64_t, std::vector<int32_t>> entries;
@@ -193,8 +192,7 @@ class Engine final : public trace::Hook {
     ++stats_.iterations;
     in_iteration_ = true;
     bool warm = gs_->iterations++ >= opts_.warmup;
-    device_op_ = false;
-    started_coexec_ = opts_.coexecute && !gs_->eager_only && !gs_->graph.empty() && ready(0);
+    started_coexec_ = opts_.coexecute && !gs_->graph.empty() && ready(0);
     path_.clear();
     diverged_.clear();
     resumed_ = false;
@@ -204,7 +202,7 @@ class Engine final : public trace::Hook {
       mode_ = trace::Mode::CoExecuting;
       enter_block(0, true);
     } else {
-      mode_ = opts_.coexecute && warm && !gs_->eager_only ? trace::Mode::Tracing : trace::Mode::Eager;
+      mode_ = opts_.coexecute && warm ? trace::Mode::Tracing : trace::Mode::Eager;
     }
     prev_hook_ = trace::active_hook();
     if (mode_ != trace::Mode::Eager) trace::active_hook() = this;
@@ -236,14 +234,7 @@ class Engine final : public trace::Hook {
     } else {
       ++stats_.eager;
     }
-    if (record && device_op_) {
-      // The CPU plans cannot run device ops: the call site runs eagerly from now on.
-      gs_->eager_only = true;
-      gs_->graph = {};
-      gs_->compiled.clear();
-      gs_->entries.clear();
-      ++stats_.reasons[kDeviceReason];
-    } else if (record) {
+    if (record) {
       if (exception) {
         if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
       } else if (!(opts_.unchecked_replay && !gs_->graph.empty())) {  // a replay keeps its capture
@@ -337,6 +328,9 @@ class Engine final : public trace::Hook {
       }
     }
     run->storage = storage_;
+    for (Device d : c.plan->devices)
+      if (const DeviceBackend& b = device_backend(d, "Engine"); b.get_stream)
+        run->streams.push_back({d, b.get_stream(d.index)});
     run->signal = open_signal();
     run->signal->launched = true;
     run->signal->launch = nullptr;
@@ -359,22 +353,12 @@ class Engine final : public trace::Hook {
   }
 
   // ---- op calls ----
-  static constexpr const char* kDeviceReason =
-      "ops on a non-CPU device: co-execution runs CPU plans only, so this call site runs eagerly";
-  static bool on_device(const OpCall& call) {
-    if (call.inputs.empty()) return !call.attrs.device.is_cpu();
-    for (const Tensor& t : call.inputs)
-      if (!t.device().is_cpu()) return true;
-    return call.op == Op::ToDevice || (call.out && !call.out->device().is_cpu());
-  }
-
   OutList traced(const OpCall& call, const OpInfo& info) {
     detail::Prepared p;
     detail::prepare(call, info, p);
-    if (TERRA_UNLIKELY(on_device(call))) device_op_ = true;
     trace::OpRecord& r = rec_.start(call);
     trace::Recorder::OpenGuard open{rec_};
-    if (resume_budget_ > 0 && !device_op_ && resume(call, p, r))
+    if (resume_budget_ > 0 && resume(call, p, r))
       return answer(call, info, p, r);
     OutList outs = detail::execute_eager(call, info, p);
     rec_.finish(call, outs);
@@ -418,9 +402,9 @@ class Engine final : public trace::Hook {
     int32_t next = int32_t(rec_.trace().bufs.size());
     for (const OutMeta& m : p.metas) {
       if (m.alias >= 0) {
-        r.outs.push_back({r.ins[m.alias].buf, m.shape, m.strides, m.offset, m.dtype});
+        r.outs.push_back({r.ins[m.alias].buf, m.shape, m.strides, m.offset, m.dtype, m.device});
       } else {
-        r.outs.push_back({next++, m.shape, contiguous_strides(m.shape), 0, m.dtype});
+        r.outs.push_back({next++, m.shape, contiguous_strides(m.shape), 0, m.dtype, m.device});
       }
       r.out_alias.push_back(int8_t(m.alias));
     }
@@ -479,13 +463,10 @@ class Engine final : public trace::Hook {
     trace::OpRecord& r = rec_.start(call);
     trace::Recorder::OpenGuard open{rec_};
     expect_outputs(call, p, r);
-    const char* why = on_device(call)            ? kDeviceReason
-                      : opts_.unchecked_replay ? next_captured(call, r)
-                                               : find_node(r);
+    const char* why = opts_.unchecked_replay ? next_captured(call, r) : find_node(r);
     if (*why) {
       if (diverged_.empty()) diverged_ = why;  // after a resume, the first reason counts
       if (resumed_ && resumed_ops_ < kResumeMinOps) --resume_budget_;
-      if (why == kDeviceReason) device_op_ = true;
       launch_segment(int32_t(idx_));
       mode_ = trace::Mode::Tracing;
       r.outs.clear();
@@ -546,7 +527,7 @@ class Engine final : public trace::Hook {
     if (s->user_memory()) {
       s->wait_ready();
       Ref<Storage> copy = Storage::allocate(s->nbytes(), s->device());
-      if (s->nbytes()) std::memcpy(copy->data(), s->data(), s->nbytes());
+      copy_storage(*copy, *s, s->nbytes());
       storage_[b] = std::move(copy);
       return;
     }
@@ -565,7 +546,6 @@ class Engine final : public trace::Hook {
   trace::Mode mode_ = trace::Mode::Eager;
   trace::Hook* prev_hook_ = nullptr;
   bool started_coexec_ = false;
-  bool device_op_ = false;  // this iteration ran an op on a non-CPU device
   bool in_iteration_ = false;
   std::string diverged_;
   // Co-execution resumed after recording this iteration; tries left (kResumeBudget each);

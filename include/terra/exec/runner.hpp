@@ -67,6 +67,30 @@ struct Run {
   std::vector<Ref<Storage>> storage;  // per buffer of the block
   Ref<RunSignal> signal;
   std::string name;  // for the timeline
+  // Per device the block uses: the host thread's stream when it launched the run (see
+  // DeviceBackend::get_stream); its kernels are queued there.
+  std::vector<std::pair<Device, void*>> streams;
+};
+
+// Makes a run's streams current on the executing thread for a scope.
+class RunStreams {
+ public:
+  explicit RunStreams(const std::vector<std::pair<Device, void*>>& streams) {
+    for (const auto& [d, s] : streams) {
+      const DeviceBackend& b = device_backend(d, "graph.run");
+      if (!b.get_stream || !b.set_stream) continue;
+      saved_.push_back({d, b.get_stream(d.index)});
+      b.set_stream(s, d.index);
+    }
+  }
+  ~RunStreams() {
+    for (const auto& [d, s] : saved_) device_backend(d, "graph.run").set_stream(s, d.index);
+  }
+  RunStreams(const RunStreams&) = delete;
+  RunStreams& operator=(const RunStreams&) = delete;
+
+ private:
+  std::vector<std::pair<Device, void*>> saved_;
 };
 
 class Runner {
@@ -165,6 +189,7 @@ class Runner {
       terra::detail::in_runner() = true;
       terra::detail::current_team() = &team_;
       try {
+        RunStreams streams(r.streams);
         r.exec->run({r.begin, r.end, r.attrs, r.storage});
       } catch (...) {
         err = std::current_exception();

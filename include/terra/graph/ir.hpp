@@ -14,17 +14,18 @@
 
 namespace terra::graph {
 
-// A tensor as an op sees it: a view of buffer `buf`.
+// A tensor as an op sees it: a view of buffer `buf`, which lives on `device`.
 struct ValueRef {
   int32_t buf = -1;
   Shape shape;
   Strides strides;
   int64_t offset = 0;  // elements
   DType dtype = DType::Float32;
+  Device device = Device::cpu();
 
   friend bool operator==(const ValueRef& a, const ValueRef& b) {
-    return a.buf == b.buf && a.offset == b.offset && a.dtype == b.dtype && a.shape == b.shape &&
-           a.strides == b.strides;
+    return a.buf == b.buf && a.offset == b.offset && a.dtype == b.dtype && a.device == b.device &&
+           a.shape == b.shape && a.strides == b.strides;
   }
 };
 
@@ -44,6 +45,7 @@ struct IrBuffer {
   bool external = false;  // bound per run (parameter, feed, earlier block); never planned
   int64_t nbytes = 0;     // internal buffers: the bytes the producer allocates
   int32_t producer = -1;  // internal buffers: the node that creates it
+  Device device = Device::cpu();  // where its memory is (an internal buffer: its arena)
 };
 
 struct BlockIr {
@@ -64,8 +66,10 @@ struct Plan {
   std::vector<Step> steps;              // in execution order; every node is in exactly one step
   std::vector<uint8_t> dead;            // per node: dce found its outputs unused in the block
   std::vector<int32_t> same_as;         // per node: cse found node same_as[n] < n computes it
-  std::vector<int64_t> arena_offset;    // per buffer: byte offset in the arena, -1 if none
-  int64_t arena_bytes = 0;
+  std::vector<int64_t> arena_offset;    // per buffer: byte offset in its device's arena, -1 if none
+  int64_t arena_bytes = 0;              // the CPU arena
+  std::vector<std::pair<Device, int64_t>> device_arenas;  // the arena of each other device used
+  std::vector<Device> devices;  // every non-CPU device a node reads or writes, in order of first use
 };
 
 }  // namespace terra::graph

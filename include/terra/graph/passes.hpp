@@ -146,12 +146,15 @@ inline void cse(Plan& p) {
 
 namespace detail {
 
-// A node that can run tile by tile inside a fused step.
+// A node that can run tile by tile inside a fused step. CPU nodes only: on a device, a kernel
+// per tile and member would cost a launch each.
 inline bool fusable(const Plan& p, int32_t n) {
   const IrNode& node = p.ir.nodes[n];
   if (!is_elementwise(op_info(node.op).kind) || p.same_as[n] >= 0 ||
-      node.outs.size() != 1 || is_view(node))
+      node.outs.size() != 1 || is_view(node) || !node.outs[0].device.is_cpu())
     return false;
+  for (const ValueRef& v : node.ins)
+    if (!v.device.is_cpu()) return false;
   if (!node.inplace) return true;
   const ValueRef& w = node.outs[0];
   // A self-overlapping destination, or reading it at other positions (eager goes through a
@@ -300,7 +303,7 @@ struct Arena {
 
 }  // namespace detail
 
-// arena_offset[b] for every internal buffer, live from its first to its last use by any node
+// arena_offset[b] for every internal buffer (an offset in its device's arena), live from its first to its last use by any node
 // (dead, cse'd and fused-away nodes included: the executor may still run them). A cse'd node's
 // readers read the first node's buffers, so those live as long as both.
 inline void plan_memory(Plan& p) {
@@ -333,32 +336,60 @@ inline void plan_memory(Plan& p) {
         int32_t mb = ir.nodes[p.same_as[n]].outs[i].buf, nb2 = ir.nodes[n].outs[i].buf;
         last[mb] = std::max(last[mb], last[nb2]);
       }
-  std::vector<int32_t> order;
-  for (int32_t b = 0; b < int32_t(nb); ++b)
-    if (!ir.bufs[b].external && last[b] >= 0) order.push_back(b);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return first[a] < first[b]; });
   p.arena_offset.assign(nb, -1);
-  detail::Arena arena;
-  std::vector<int32_t> active;  // buffers holding arena space
-  for (int32_t b : order) {
-    // A buffer last used by node n stays reserved through n: n's outputs must not overlap it.
-    std::erase_if(active, [&](int32_t a) {
-      if (last[a] >= first[b]) return false;
-      arena.give(p.arena_offset[a], detail::align64(ir.bufs[a].nbytes));
-      return true;
-    });
-    int64_t size = detail::align64(ir.bufs[b].nbytes);
-    p.arena_offset[b] = size == 0 ? 0 : arena.take(size);
-    if (size > 0) active.push_back(b);
+  p.arena_bytes = 0;
+  p.device_arenas.clear();
+  // One arena per device: the CPU's, then each device in order of first use.
+  std::vector<Device> devices{Device::cpu()};
+  for (size_t b = 0; b < nb; ++b)
+    if (!ir.bufs[b].external && last[b] >= 0 &&
+        std::find(devices.begin(), devices.end(), ir.bufs[b].device) == devices.end())
+      devices.push_back(ir.bufs[b].device);
+  for (Device dev : devices) {
+    std::vector<int32_t> order;
+    for (int32_t b = 0; b < int32_t(nb); ++b)
+      if (!ir.bufs[b].external && last[b] >= 0 && ir.bufs[b].device == dev) order.push_back(b);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return first[a] < first[b]; });
+    detail::Arena arena;
+    std::vector<int32_t> active;  // buffers holding arena space
+    for (int32_t b : order) {
+      // A buffer last used by node n stays reserved through n: n's outputs must not overlap it.
+      std::erase_if(active, [&](int32_t a) {
+        if (last[a] >= first[b]) return false;
+        arena.give(p.arena_offset[a], detail::align64(ir.bufs[a].nbytes));
+        return true;
+      });
+      int64_t size = detail::align64(ir.bufs[b].nbytes);
+      p.arena_offset[b] = size == 0 ? 0 : arena.take(size);
+      if (size > 0) active.push_back(b);
+    }
+    if (dev.is_cpu())
+      p.arena_bytes = arena.end;
+    else
+      p.device_arenas.push_back({dev, arena.end});
   }
-  p.arena_bytes = arena.end;
+}
+
+// The non-CPU devices a block's nodes touch (the executor synchronizes them after a run).
+inline std::vector<Device> devices_of(const BlockIr& ir) {
+  std::vector<Device> ds;
+  auto add = [&](const ValueRef& v) {
+    if (!v.device.is_cpu() && std::find(ds.begin(), ds.end(), v.device) == ds.end())
+      ds.push_back(v.device);
+  };
+  for (const IrNode& n : ir.nodes) {
+    for (const ValueRef& v : n.ins) add(v);
+    for (const ValueRef& v : n.outs) add(v);
+  }
+  return ds;
 }
 
 // The whole pipeline over one block.
 inline Plan compile(BlockIr ir) {
   Plan p;
   p.ir = std::move(ir);
+  p.devices = devices_of(p.ir);
   dce(p);
   cse(p);
   fuse(p);

@@ -12,12 +12,21 @@ namespace terra::io {
 
 namespace detail {
 
+inline std::string device_str(Device d);
+
 inline nlohmann::json to_json(const graph::ValueRef& v) {
   return {{"buf", v.buf},
           {"shape", std::vector<int64_t>(v.shape.begin(), v.shape.end())},
           {"strides", std::vector<int64_t>(v.strides.begin(), v.strides.end())},
           {"offset", v.offset},
-          {"dtype", dtype_name(v.dtype)}};
+          {"dtype", dtype_name(v.dtype)},
+          {"device", device_str(v.device)}};
+}
+
+inline std::string device_str(Device d) {
+  std::ostringstream os;
+  os << d;
+  return os.str();
 }
 
 inline nlohmann::json to_json(const Attrs& a) {
@@ -37,7 +46,8 @@ inline std::string shape_str(const Shape& s) {
 }  // namespace detail
 
 // {"nodes": [{op, attrs, ins, outs, inplace, dead, same_as}], "buffers": [{external, nbytes,
-// producer, arena_offset}], "steps": [{nodes, fused}], "arena_bytes"}
+// producer, device, arena_offset}], "steps": [{nodes, fused}], "arena_bytes" (the CPU arena),
+// "device_arenas": [{device, bytes}]}
 inline nlohmann::json to_json(const graph::Plan& p) {
   nlohmann::json j;
   j["nodes"] = nlohmann::json::array();
@@ -55,7 +65,7 @@ inline nlohmann::json to_json(const graph::Plan& p) {
   for (size_t b = 0; b < p.ir.bufs.size(); ++b) {
     const graph::IrBuffer& buf = p.ir.bufs[b];
     j["buffers"].push_back({{"id", b}, {"external", buf.external}, {"nbytes", buf.nbytes},
-                            {"producer", buf.producer},
+                            {"producer", buf.producer}, {"device", detail::device_str(buf.device)},
                             {"arena_offset", b < p.arena_offset.size() ? p.arena_offset[b] : -1}});
   }
   j["steps"] = nlohmann::json::array();
@@ -63,6 +73,9 @@ inline nlohmann::json to_json(const graph::Plan& p) {
     j["steps"].push_back(
         {{"nodes", std::vector<int32_t>(s.nodes.begin(), s.nodes.end())}, {"fused", s.fused}});
   j["arena_bytes"] = p.arena_bytes;
+  j["device_arenas"] = nlohmann::json::array();
+  for (const auto& [d, bytes] : p.device_arenas)
+    j["device_arenas"].push_back({{"device", detail::device_str(d)}, {"bytes", bytes}});
   return j;
 }
 

@@ -55,6 +55,7 @@ struct TraceBuf {
   Provenance prov = Provenance::Internal;
   int64_t nbytes = 0;
   int32_t producer = -1;  // internal: the op that created it
+  Device device = Device::cpu();
   bool external() const { return prov != Provenance::Internal; }
 };
 
@@ -153,15 +154,16 @@ class Recorder {
              : s->birth >= birth_ ? Provenance::Feed
                                   : Provenance::Persistent;
     b.nbytes = int64_t(s->nbytes());
+    b.device = s->device();
     return add_buffer(s, b);
   }
   // A fresh output created by op `producer`.
   int32_t new_internal(Storage* s, int32_t producer) {
     s->produced_by = serial_;
-    return add_buffer(s, {Provenance::Internal, int64_t(s->nbytes()), producer});
+    return add_buffer(s, {Provenance::Internal, int64_t(s->nbytes()), producer, s->device()});
   }
   graph::ValueRef ref(const Tensor& t) {
-    return {buffer_of(t), t.shape(), t.strides(), t.storage_offset(), t.dtype()};
+    return {buffer_of(t), t.shape(), t.strides(), t.storage_offset(), t.dtype(), t.device()};
   }
   bool knows(const Tensor& t) const { return (t.storage()->trace_tag >> 32) == serial_; }
 

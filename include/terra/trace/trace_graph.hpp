@@ -58,7 +58,8 @@ class Binding {
 };
 
 inline bool same_layout(const graph::ValueRef& a, const graph::ValueRef& b) {
-  return a.dtype == b.dtype && a.offset == b.offset && a.shape == b.shape && a.strides == b.strides;
+  return a.dtype == b.dtype && a.offset == b.offset && a.device == b.device && a.shape == b.shape &&
+         a.strides == b.strides;
 }
 inline bool same_structure(const Attrs& a, const Attrs& b) {
   return a.ints == b.ints && a.dtype == b.dtype && a.device == b.device &&
@@ -66,7 +67,7 @@ inline bool same_structure(const Attrs& a, const Attrs& b) {
 }
 
 // Could node n of `blk` stand for record r, buffers aside? (Same op, attributes, place in
-// the program, and layouts. The occurrence count is not compared: a path that skips a call
+// the program, and layouts, devices included. The occurrence count is not compared: a path that skips a call
 // shifts the counts of every later call from the same place, e.g. the per-parameter lines
 // of an optimizer step, and those calls are still the same computations.)
 inline bool similar_node(const Block& blk, int32_t n, const OpRecord& r) {
@@ -311,6 +312,7 @@ class TraceGraph {
         nb.external = !fresh;
         nb.nbytes = t.bufs[v.buf].nbytes;
         nb.producer = fresh ? me : -1;
+        nb.device = v.device;
         blk.ir.bufs.push_back(nb);
         blk.prov.push_back(fresh ? Provenance::Internal : t.bufs[v.buf].prov);
         m = int32_t(blk.ir.bufs.size()) - 1;

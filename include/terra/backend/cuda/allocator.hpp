@@ -247,9 +247,14 @@ inline void backend_copy(void* dst, Device dd, const void* src, Device sd, size_
 }
 
 inline void backend_synchronize(int index) { synchronize(index); }
+inline void* backend_get_stream(int index) { return static_cast<void*>(thread_streams()[index]); }
+inline void backend_set_stream(void* stream, int index) {
+  thread_streams()[index] = static_cast<cudaStream_t>(stream);
+}
 
-inline const DeviceBackend kBackend{"cuda", &backend_alloc, &backend_free, &backend_copy,
-                                    &backend_synchronize};
+inline const DeviceBackend kBackend{"cuda",          &backend_alloc,       &backend_free,
+                                    &backend_copy,   &backend_synchronize, &backend_get_stream,
+                                    &backend_set_stream};
 // Registered before main by every unit that includes this header (one variable per program).
 inline const bool kBackendRegistered =
     (terra::detail::device_backend_slot(DeviceType::CUDA) = &kBackend, true);
