@@ -325,7 +325,7 @@ inline Outcome exceptions(bool engine, int iters = 200) {
 }
 
 // 8. A sequence length that changes every 50 iterations (bounded specializations).
-inline Outcome changing_shapes(bool engine, int iters = 200) {
+inline Outcome changing_shapes(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
   tr::thread_manual_seed(14);
   Outcome o;
   nn::Embedding emb(20, 8);
@@ -345,7 +345,7 @@ inline Outcome changing_shapes(bool engine, int iters = 200) {
     loss.backward();
     opt.step();
     if (step % 7 == 0) o.fetched.push_back(loss.item<double>());
-  });
+  }, opts);
   collect(o, params);
   return o;
 }

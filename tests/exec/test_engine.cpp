@@ -101,10 +101,19 @@ TEST(CoExec, ExceptionsInsideIterations) {
 TEST(CoExec, ChangingShapesGiveBoundedSpecializations) {
   auto e = progs::changing_shapes(false), c = progs::changing_shapes(true);
   expect_same(e, c);
-  // Lengths 6, 10, 14, 6: two new shapes, each traced twice before it co-executes.
-  expect_mostly_coexecuted(c.stats, 200, 4, 190);
+  // Lengths 6, 10, 14, 6: two new shapes. Each is known code (calls already compiled, in
+  // other shapes), so its first trace is enough: one fallback each. The first co-executed
+  // pass of length 14 diverged once more (at step 101, in the optimizer block the paths
+  // share: one of its external gradient buffers came bound to a storage that block reads
+  // elsewhere), and was merged like any divergence.
+  expect_mostly_coexecuted(c.stats, 200, 3, 194);
   EXPECT_GE(c.stats.paths, 3);
-  EXPECT_LE(c.stats.paths, 4);
+  EXPECT_LE(c.stats.paths, 5);
+  // Treated as new code (compile_variants_after = compile_after), each is traced twice.
+  auto twice = progs::changing_shapes(true, 200, {.compile_variants_after = 2});
+  expect_same(e, twice);
+  EXPECT_EQ(twice.stats.fallbacks, 4);
+  EXPECT_LT(c.stats.fallbacks, twice.stats.fallbacks);
 }
 
 TEST(CoExec, LearningRateChangesEveryStep) {

@@ -25,6 +25,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "terra/exec/runner.hpp"
@@ -39,6 +40,12 @@ struct EngineOptions {
   /// and merging such a one-off path would only fragment the graph.
   int warmup = 1;
   int compile_after = 2;        ///< traces of a block before it is compiled and co-executed
+  /// Traces of a block before it is compiled when it is known code: every call in it (an op at
+  /// a program place) is one that blocks traced `compile_after` times make too, only with
+  /// other shapes or integer attributes (a new sequence length, a new padded batch) or in a
+  /// new combination (host-chosen branches). Its first trace is enough. Set it to
+  /// compile_after to treat such blocks as new code.
+  int compile_variants_after = 1;
   int max_specializations = 8;  ///< distinct nodes per program location (shapes, attributes)
   int max_blocks = 256;         ///< per iteration() call site
   int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
@@ -144,6 +151,9 @@ class Engine final : public trace::Hook {
     int64_t iterations = 0;          ///< iterations started there
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
+    /// The calls (op and program place) of the blocks traced compile_after times (rebuilt after
+    /// every merge).
+    std::unordered_set<uint64_t> seasoned;
     /// Blocks by the program location of their first node: where a recording iteration may
     /// resume co-execution (rebuilt after every merge).
     std::unordered_map<uint64_t, std::vector<int32_t>> entries;
@@ -243,9 +253,13 @@ class Engine final : public trace::Hook {
         for (auto& n : gs_->graph.notes) ++stats_.reasons[n];
         gs_->graph.notes.clear();
         gs_->entries.clear();
-        for (int32_t b = 0; b < int32_t(gs_->graph.blocks.size()); ++b)
-          if (!gs_->graph.blocks[b].sites.empty())
-            gs_->entries[gs_->graph.blocks[b].sites[0].place()].push_back(b);
+        gs_->seasoned.clear();
+        for (int32_t b = 0; b < int32_t(gs_->graph.blocks.size()); ++b) {
+          const trace::Block& blk = gs_->graph.blocks[b];
+          if (!blk.sites.empty()) gs_->entries[blk.sites[0].place()].push_back(b);
+          if (blk.seen >= opts_.compile_after)
+            for (size_t n = 0; n < blk.ir.nodes.size(); ++n) gs_->seasoned.insert(seasoned_key(blk, n));
+        }
       }
     }
     if (!path_.empty()) {
@@ -275,9 +289,23 @@ class Engine final : public trace::Hook {
   // ---- blocks ----
   bool ready(int32_t b) {
     const trace::Block& blk = gs_->graph.blocks[b];
-    if (blk.seen < opts_.compile_after && !opts_.unchecked_replay) return false;
+    if (blk.seen < opts_.compile_after && !opts_.unchecked_replay &&
+        !(blk.seen >= opts_.compile_variants_after && has_seasoned_variant(b)))
+      return false;
     compiled(b);
     return true;
+  }
+  // Is every call of block b one that a block traced compile_after times makes too (the same op
+  // at the same program place)? Then b is known code in a new shape or a new combination.
+  bool has_seasoned_variant(int32_t b) {
+    const trace::Block& blk = gs_->graph.blocks[b];
+    if (blk.ir.nodes.empty()) return false;
+    for (size_t n = 0; n < blk.ir.nodes.size(); ++n)
+      if (!gs_->seasoned.count(seasoned_key(blk, n))) return false;
+    return true;
+  }
+  static uint64_t seasoned_key(const trace::Block& blk, size_t n) {
+    return blk.sites[n].place() ^ (uint64_t(blk.ir.nodes[n].op) + 1) * 0x9e3779b97f4a7c15ull;
   }
   Compiled& compiled(int32_t b) {
     gs_->compiled.resize(gs_->graph.blocks.size());
