@@ -4,6 +4,7 @@
 // the two runs are bit-identical, and the engine's counts are the expected ones.
 #pragma once
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -29,7 +30,7 @@ struct Outcome {
 };
 
 inline std::vector<unsigned char> bytes_of(const tr::Tensor& t) {
-  tr::Tensor c = t.contiguous();
+  tr::Tensor c = t.to(tr::Device::cpu()).contiguous();
   const auto* p = static_cast<const unsigned char*>(c.raw_data());
   return {p, p + c.nbytes()};
 }
@@ -460,6 +461,68 @@ inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts 
       },
       opts);
   collect(o, params);
+  return o;
+}
+
+// A dynamic training program on `dev` (a device or the CPU): host batches fed every step, a
+// head picked by host RNG, a loss term added when the fetched loss is high, Adam. Decisions:
+// the head picked and whether the term was added.
+inline Outcome device_dynamic(tr::Device dev, bool engine, int iters = 60) {
+  tr::manual_seed(3);
+  Outcome o;
+  nn::Sequential body(nn::Linear(6, 16), nn::ReLU());
+  nn::Linear head_a(16, 3), head_b(16, 3);
+  body->to(dev);
+  head_a->to(dev);
+  head_b->to(dev);
+  std::vector<tr::Tensor> params = body->parameters();
+  for (auto* h : {&head_a, &head_b})
+    for (tr::Tensor p : (*h)->parameters()) params.push_back(p);
+  tr::optim::Adam opt(params, {.lr = 1e-2});
+  std::mt19937 rng(4);
+  loop(iters, engine, o, [&](int) {
+    tr::Tensor x = host_batch(rng, 8, 6).to(dev), y = host_labels(rng, 8, 3).to(dev);
+    tr::Tensor h = body->forward(x);
+    int pick = int(rng() % 2);
+    tr::Tensor loss = F::cross_entropy(pick ? head_a(h) : head_b(h), y);
+    bool high = loss.item<double>() > 1.1;  // a data-dependent extra term
+    if (high) loss = loss + 0.1 * (h * h).mean();
+    o.decisions.push_back(2 * pick + int(high));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    o.fetched.push_back(loss.item<double>());
+  });
+  collect(o, params);
+  return o;
+}
+
+// A kernel that fails inside a co-executed run: iteration 8 of 12 gathers with an out-of-range
+// index built on the host (tensors on `dev`). What each iteration saw: the value it read, or
+// the error's message; and the engine's counts.
+struct RunErrorOutcome {
+  std::vector<float> read;          // per iteration: the value read (NaN where it threw)
+  std::vector<std::string> errors;  // per iteration: the error's message, or empty
+  tr::EngineStats stats;
+};
+inline RunErrorOutcome kernel_error_in_run(tr::Device dev) {
+  RunErrorOutcome o;
+  tr::Engine engine;
+  tr::Tensor table = tr::arange(0, 8).to(tr::DType::Float32).to(dev);
+  for (int i = 0; i < 12; ++i) {
+    o.read.push_back(std::nanf(""));
+    o.errors.emplace_back();
+    try {
+      auto it = engine.iteration();
+      int64_t bad = i == 8 ? 100 : i % 8;
+      tr::Tensor idx = tr::tensor(std::vector<int64_t>{bad, 0}, {2}).to(dev);
+      tr::Tensor got = tr::index_select(table * 1.0, 0, idx) + 1.0;
+      o.read.back() = got.to_vector<float>()[1];
+    } catch (const tr::Error& e) {
+      o.errors.back() = e.what();
+    }
+  }
+  o.stats = engine.stats();
   return o;
 }
 
