@@ -78,6 +78,7 @@ struct EngineStats {
   int64_t compiles = 0;     ///< blocks compiled (including re-compiles after a graph change)
   int64_t launches = 0;     ///< runs handed to the graph runner
   int64_t ops_coexecuted = 0;  ///< op calls answered with lazy handles
+  int64_t ops_fast = 0;        ///< of those, matched on the fast path (no shape inference)
   int64_t resumes = 0;         ///< times co-execution resumed inside a recording iteration
   std::map<std::string, int64_t> reasons;  ///< why iterations were traced again, with counts
 };
@@ -87,8 +88,8 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
   os << "iterations " << s.iterations << " (eager " << s.eager << ", traced " << s.traced << ", co-executed "
      << s.coexecuted << ", fallen back " << s.fallbacks << "), blocks " << s.blocks
      << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
-     << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted
-     << ", resumes " << s.resumes;
+     << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted << " (fast "
+     << s.ops_fast << "), resumes " << s.resumes;
   for (const auto& [why, n] : s.reasons) os << "\n  re-trace: " << why << " (x" << n << ")";
   return os;
 }
@@ -249,6 +250,7 @@ class Engine final : public trace::Hook {
         if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
       } else if (!(opts_.unchecked_replay && !gs_->graph.empty())) {  // a replay keeps its capture
         trace::GraphLimits lim{opts_.max_specializations, opts_.max_blocks};
+        rec_.expand();
         gs_->graph.merge(rec_.trace(), lim);
         for (auto& n : gs_->graph.notes) ++stats_.reasons[n];
         gs_->graph.notes.clear();
@@ -486,6 +488,7 @@ class Engine final : public trace::Hook {
   }
 
   OutList coexec(const OpCall& call, const OpInfo& info) {
+    if (OutList outs; fast_coexec(call, info, outs)) return outs;
     detail::Prepared p;
     detail::prepare(call, info, p);
     trace::OpRecord& r = rec_.start(call);
@@ -504,6 +507,84 @@ class Engine final : public trace::Hook {
       return outs;
     }
     return answer(call, info, p, r);
+  }
+
+  // The common case of a co-executed call, in a fraction of the full path's work: the call is
+  // the next node of the current block, and its op, place, attributes' structure and input
+  // layouts are the node's. Shape inference would give the node's outputs again (a rule reads
+  // only those, but for ops whose rule reads scalar values, which take the full path), so the
+  // outputs are made from the node, and the record is a compact one (Recorder::start_compact).
+  // False, having recorded nothing, where the full path must decide: a block boundary, a
+  // mismatch, an in-place call that may snapshot an input first, or unchecked replay.
+  bool fast_coexec(const OpCall& call, const OpInfo& info, OutList& outs) {
+    const trace::Block& b = gs_->graph.blocks[block_];
+    if (idx_ >= b.ir.nodes.size() || opts_.unchecked_replay || info.infer_reads_scalars ||
+        detail::may_snapshot(call, info))
+      return false;
+    const graph::IrNode& node = b.ir.nodes[idx_];
+    if (node.op != call.op || node.inplace != (call.out != nullptr) ||
+        node.ins.size() != call.inputs.size() || !trace::same_structure(node.attrs, call.attrs) ||
+        !b.sites[idx_].same_place(trace::Recorder::place_of(call.loc)))
+      return false;
+    auto same = [](const Tensor& t, const graph::ValueRef& v) {
+      return t.defined() && t.dtype() == v.dtype && t.device() == v.device &&
+             t.storage_offset() == v.offset && t.shape() == v.shape && t.strides() == v.strides;
+    };
+    for (size_t j = 0; j < call.inputs.size(); ++j)
+      if (!same(call.inputs[j], node.ins[j])) return false;
+    if (call.out && !same(*call.out, node.outs[0])) return false;
+    // What autograd needs (the checks eager makes, input versions); an op without a vjp checks
+    // its outputs' dtypes, which are the node's.
+    detail::Prepared p;
+    if (!info.vjp)
+      for (size_t k = 0; k < node.outs.size(); ++k) {
+        const graph::ValueRef& o = node.outs[k];
+        p.metas.push_back({o.shape, o.dtype, o.device, node.out_alias[k], o.strides, o.offset});
+      }
+    detail::prepare_autograd(call, info, p);
+    // The trace buffers of the call's tensors, bound to the node's (or no fast path).
+    SmallVector<int32_t, 4> ins;
+    SmallVector<int32_t, 2> outs_bufs;
+    for (const Tensor& t : call.inputs) ins.push_back(rec_.buffer_of(t));
+    int32_t next = int32_t(rec_.trace().bufs.size());
+    if (call.out) {
+      outs_bufs.push_back(rec_.buffer_of(*call.out));
+    } else {
+      for (int8_t a : node.out_alias) outs_bufs.push_back(a >= 0 ? ins[a] : next++);
+    }
+    if (!trace::bind_node(b, int32_t(idx_), {ins.data(), ins.size()},
+                          {outs_bufs.data(), outs_bufs.size()}, bind_))
+      return false;
+    rec_.start_compact(call, rec_.site(call.loc), node, {ins.data(), ins.size()},
+                       {outs_bufs.data(), outs_bufs.size()});
+    trace::Recorder::OpenGuard open{rec_};
+    ++resumed_ops_;
+    attrs_[idx_] = call.attrs;
+    Signal* sig = open_signal().get();
+    for (size_t j = 0; j < call.inputs.size(); ++j) bind_external(node.ins[j].buf, call.inputs[j], sig);
+    if (call.out) {
+      bind_external(node.outs[0].buf, *call.out, sig);
+      call.out->storage()->set_pending(sig);
+      call.out->storage()->version.fetch_add(1, std::memory_order_relaxed);
+      outs.push_back(*call.out);
+    } else {
+      for (size_t k = 0; k < node.outs.size(); ++k) {
+        const graph::ValueRef& o = node.outs[k];
+        if (int a = node.out_alias[k]; a >= 0) {
+          outs.push_back(terra::detail::make_view(call.inputs[a], {o.shape, o.dtype, o.device, a, o.strides, o.offset}));
+          continue;
+        }
+        Ref<Storage> s = Storage::lazy(size_t(numel_of(o.shape)) * itemsize(o.dtype), o.device, sig);
+        storage_[o.buf] = s;
+        outs.push_back(Tensor::from_storage(std::move(s), o.shape, o.strides, 0, o.dtype));
+      }
+    }
+    ++idx_;
+    rec_.finish_expected(outs);
+    if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
+    ++stats_.ops_coexecuted;
+    ++stats_.ops_fast;
+    return true;
   }
 
   // The call is node idx_ of the current block: record its attributes, bind the tensors from

@@ -127,24 +127,38 @@ struct Prepared {
   }
 };
 
-inline void prepare(const OpCall& call, const OpInfo& info, Prepared& p) {
-  check_inputs(call, info);
-  info.infer(call, p.metas);
+// Whether an in-place call may snapshot an input before it runs (see prepare_autograd): the
+// snapshot is an op call of its own, made before this one.
+inline bool may_snapshot(const OpCall& call, const OpInfo& info) {
+  if (!call.out || !autograd::grad_mode_flag() || !(info.saves & kSaveInputs)) return false;
+  for (const Tensor& t : call.inputs)
+    if (t.storage() == call.out->storage()) return true;
+  return false;
+}
+
+// What prepare does once p.metas holds the outputs' metadata: what autograd needs.
+inline void prepare_autograd(const OpCall& call, const OpInfo& info, Prepared& p) {
   // Versions before the kernel runs: an in-place op must not validate its own saved inputs.
   p.record = autograd_wants(call, info, p.metas);
   if (p.record)
     for (const Tensor& t : call.inputs) p.versions.push_back(t.storage()->version.load());
-  if (!call.out) return;
-  TERRA_CHECK(p.metas.size() == 1 && p.metas[0].alias < 0, info.name, "has no in-place form");
   // The vjp must see the values before this op overwrote them: snapshot saved inputs that
   // share memory with the destination.
-  if (!p.record || !(info.saves & kSaveInputs)) return;
+  if (!call.out || !p.record || !(info.saves & kSaveInputs)) return;
   for (size_t i = 0; i < call.inputs.size(); ++i)
     if (call.inputs[i].storage() == call.out->storage()) {
       if (p.saved.empty()) p.saved = SmallVector<Tensor, 4>(call.inputs.begin(), call.inputs.end());
       p.saved[i] = snapshot(p.saved[i]);
       p.versions[i] = 0;
     }
+}
+
+inline void prepare(const OpCall& call, const OpInfo& info, Prepared& p) {
+  check_inputs(call, info);
+  info.infer(call, p.metas);
+  if (call.out)
+    TERRA_CHECK(p.metas.size() == 1 && p.metas[0].alias < 0, info.name, "has no in-place form");
+  prepare_autograd(call, info, p);
 }
 
 // Allocate (or alias), run the kernel now, record for autograd.

@@ -69,6 +69,7 @@ inline int64_t arange_length(double start, double end, double step) {
 
 // attrs: scalars = {start, end, step}.
 struct Arange : Stateless {
+  static constexpr bool infer_reads_scalars = true;  // the length comes from the bounds
   static void infer(const OpCall& c, MetaList& out) {
     const auto& s = c.attrs.scalars;
     out.push_back(detail::meta({arange_length(s[0], s[1], s[2])}, c.attrs.dtype, c.attrs.device));

@@ -150,6 +150,7 @@ struct BatchNormBackward {
 // The vjp reads the mask: grad * mask / (1 - p); not training, the identity.
 struct Dropout : Stateless {
   static constexpr uint8_t saves = kSaveOutputs;
+  static constexpr bool infer_reads_scalars = true;  // checks p
   TERRA_VJP;
   static void infer(const OpCall& c, MetaList& out) {
     const Tensor& x = c.inputs[0];

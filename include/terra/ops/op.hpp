@@ -95,6 +95,10 @@ struct OpInfo {
   InferFn infer;
   VjpFn vjp;       // null: not differentiable
   uint8_t saves;   // SavePolicy
+  // The shape/dtype rule reads scalar attribute values (arange's bounds, dropout's check of
+  // p), not just the inputs' layouts and the integer attributes. Co-execution otherwise takes
+  // a call whose inputs and attributes match a traced node to have that node's outputs.
+  bool infer_reads_scalars;
 };
 
 // Defined in ops/table.hpp, once every op's rule is known.

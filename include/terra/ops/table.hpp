@@ -17,9 +17,15 @@ constexpr uint8_t saves_of() {
   if constexpr (requires { T::saves; }) return T::saves;
   else return kSaveAll;
 }
+template <class T>
+constexpr bool infer_reads_scalars_of() {
+  if constexpr (requires { T::infer_reads_scalars; }) return T::infer_reads_scalars;
+  else return false;
+}
 inline constexpr OpInfo kOpTable[] = {
-#define X(Type, name, kind, arity) \
-  {#name, OpKind::kind, arity, &op::Type::infer, vjp_of<op::Type>(), saves_of<op::Type>()},
+#define X(Type, name, kind, arity)                                                          \
+  {#name, OpKind::kind, arity, &op::Type::infer, vjp_of<op::Type>(), saves_of<op::Type>(), \
+   infer_reads_scalars_of<op::Type>()},
 #include "terra/ops/ops.def"
 #undef X
 };

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <span>
 #include <cassert>
 #include <string>
 #include <vector>
@@ -68,6 +69,10 @@ struct OpRecord {
   SmallVector<graph::ValueRef, 2> outs;
   SmallVector<int8_t, 2> out_alias;
   bool inplace = false;
+  // A compact record (a co-executed call that matched this node): ins and outs hold only
+  // their buffers, and the layouts and attributes are the node's, filled in by
+  // Recorder::expand() before the trace is merged. Null: a full record.
+  const graph::IrNode* like = nullptr;
 };
 
 struct Trace {
@@ -168,9 +173,13 @@ class Recorder {
   bool knows(const Tensor& t) const { return (t.storage()->trace_tag >> 32) == serial_; }
 
   Site site(const Loc& loc) {
-    Site s{loc.file_name(), loc.line(), loc.column(), module_hash(), 0};
+    Site s = place_of(loc);
     s.occurrence = occurrences_.next(s.place());
     return s;
+  }
+  // The place of a call at loc (occurrence 0), without counting the call.
+  static Site place_of(const Loc& loc) {
+    return {loc.file_name(), loc.line(), loc.column(), module_hash(), 0};
   }
 
   // Opens the record of a call before its outputs exist (op, attributes, site, inputs) as the
@@ -215,6 +224,45 @@ class Recorder {
         assert(r.outs[k].buf == int32_t(trace_.bufs.size()));
         new_internal(outs[k].storage().get(), me);
       }
+  }
+  // Records a co-executed call that matched `node` (op, place, attributes' structure and
+  // input layouts checked by the caller) compactly: the buffers of its inputs `ins` and
+  // outputs `outs` (fresh outputs numbered from bufs.size(), as finish_expected() makes
+  // them), the node for everything else. Open until finish_expected().
+  OpRecord& start_compact(const OpCall& call, const Site& site, const graph::IrNode& node,
+                          std::span<const int32_t> ins, std::span<const int32_t> outs) {
+    assert(!open_);
+    open_ = true;
+    OpRecord& r = trace_.ops.emplace_back();
+    r.op = call.op;
+    r.site = site;
+    r.inplace = call.out != nullptr;
+    r.like = &node;
+    for (int32_t b : ins) r.ins.emplace_back().buf = b;
+    for (int32_t b : outs) r.outs.emplace_back().buf = b;
+    r.out_alias = node.out_alias;
+    return r;
+  }
+  // Gives every compact record its node's layouts and attributes (before a merge, while the
+  // nodes they point at are unchanged). The attributes' scalars, seeds and offsets are the
+  // node's, not the call's: a graph takes those from each run, never from its nodes.
+  void expand() {
+    for (OpRecord& r : trace_.ops) {
+      if (!r.like) continue;
+      const graph::IrNode& n = *r.like;
+      r.attrs = n.attrs;
+      for (size_t j = 0; j < r.ins.size(); ++j) {
+        int32_t b = r.ins[j].buf;
+        r.ins[j] = n.ins[j];
+        r.ins[j].buf = b;
+      }
+      for (size_t k = 0; k < r.outs.size(); ++k) {
+        int32_t b = r.outs[k].buf;
+        r.outs[k] = n.outs[k];
+        r.outs[k].buf = b;
+      }
+      r.like = nullptr;
+    }
   }
   // Drops the record still open when its call throws: the call never happened.
   struct OpenGuard {

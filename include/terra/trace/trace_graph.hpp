@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -83,34 +84,44 @@ inline bool similar_node(const Block& blk, int32_t n, const OpRecord& r) {
   return true;
 }
 
-// Does node n of `blk` stand for record r? On success the record's buffers are bound to the
-// block's (fresh outputs included); on failure nothing is bound.
-inline bool match_node(const Block& blk, int32_t n, const OpRecord& r, Binding& bind) {
-  if (!similar_node(blk, n, r)) return false;
+// Can node n of `blk`, already found similar to a call, take the call's trace buffers: its
+// inputs `ins` and outputs `outs`? A buffer bound earlier in this pass must be the one the
+// node names; an unbound one (from outside this pass, or a fresh output) must be of the kind
+// the node expects and not taken yet. On success they are bound; on failure nothing is.
+inline bool bind_node(const Block& blk, int32_t n, std::span<const int32_t> ins,
+                      std::span<const int32_t> outs, Binding& bind) {
   const graph::IrNode& node = blk.ir.nodes[n];
   SmallVector<std::pair<int32_t, int32_t>, 6> added;
   auto fail = [&] {
     for (auto [g, b] : added) bind.unbind(g, b);
     return false;
   };
-  auto take = [&](const graph::ValueRef& want, const graph::ValueRef& got, bool fresh) {
-    int32_t b = bind.block_of(got.buf);
-    if (b >= 0) return b == want.buf;
-    // Unbound: a buffer from outside this pass (or a fresh output): the node must expect a
-    // buffer of the same kind that nothing else took yet.
-    const graph::IrBuffer& wb = blk.ir.bufs[want.buf];
-    if (bind.bound(want.buf) || wb.external == fresh) return false;
-    bind.bind(got.buf, want.buf);
-    added.push_back({got.buf, want.buf});
+  auto take = [&](int32_t want, int32_t got, bool fresh) {
+    int32_t b = bind.block_of(got);
+    if (b >= 0) return b == want;
+    const graph::IrBuffer& wb = blk.ir.bufs[want];
+    if (bind.bound(want) || wb.external == fresh) return false;
+    bind.bind(got, want);
+    added.push_back({got, want});
     return true;
   };
-  for (size_t j = 0; j < r.ins.size(); ++j)
-    if (!take(node.ins[j], r.ins[j], false)) return fail();
-  for (size_t k = 0; k < r.outs.size(); ++k) {
-    bool fresh = !r.inplace && r.out_alias[k] < 0;
-    if (!take(node.outs[k], r.outs[k], fresh)) return fail();
+  for (size_t j = 0; j < ins.size(); ++j)
+    if (!take(node.ins[j].buf, ins[j], false)) return fail();
+  for (size_t k = 0; k < outs.size(); ++k) {
+    bool fresh = !node.inplace && node.out_alias[k] < 0;
+    if (!take(node.outs[k].buf, outs[k], fresh)) return fail();
   }
   return true;
+}
+
+// Does node n of `blk` stand for record r? On success the record's buffers are bound to the
+// block's (fresh outputs included); on failure nothing is bound.
+inline bool match_node(const Block& blk, int32_t n, const OpRecord& r, Binding& bind) {
+  if (!similar_node(blk, n, r)) return false;
+  SmallVector<int32_t, 4> ins, outs;
+  for (const graph::ValueRef& v : r.ins) ins.push_back(v.buf);
+  for (const graph::ValueRef& v : r.outs) outs.push_back(v.buf);
+  return bind_node(blk, n, {ins.data(), ins.size()}, {outs.data(), outs.size()}, bind);
 }
 
 struct GraphLimits {
