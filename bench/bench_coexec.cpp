@@ -13,7 +13,8 @@
 //   refine:      repeat a refinement while loss.item() > threshold (at most 5 times).
 //   host_nms:    scores fetched, NMS on the host, an index tensor fed back, a gather.
 // BM_host_cost_per_op: the host's time per op while co-executing (the runner never makes it
-// wait: no reads, unbounded run-ahead), reported as the counter ns_per_op.
+// wait: no reads, unbounded run-ahead), reported as the counter ns_per_op. Under callgrind it
+// also counts the host's instructions per op (docs/benchmarks.md).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -28,6 +29,17 @@
 #include <terra/terra.hpp>
 
 #include "bench_main.hpp"
+
+// Under callgrind (valgrind's headers installed), BM_host_cost_per_op collects instructions only
+// while the host issues a chunk's ops: a count that does not depend on the machine's load.
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define TERRA_COLLECT_START() CALLGRIND_START_INSTRUMENTATION
+#define TERRA_COLLECT_STOP() CALLGRIND_STOP_INSTRUMENTATION
+#else
+#define TERRA_COLLECT_START() ((void)0)
+#define TERRA_COLLECT_STOP() ((void)0)
+#endif
 
 namespace {
 
@@ -325,19 +337,23 @@ void BM_host_cost_per_op(benchmark::State& state) {
   }
   engine.synchronize();
   int step = kWarm;
+  double collected = 0;  // ops issued while instructions were collected (every chunk)
   auto chunk = [&] {
     int64_t before = engine.stats().ops_coexecuted;
     // The host thread's CPU time: what the host spends, not time the runner's threads took
     // the cores away from it (on a 2-core machine they compete).
     timespec c0, c1;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    TERRA_COLLECT_START();
     for (int i = 0; i < kChunk; ++i, ++step) {
       auto it = engine.iteration();
       p.step(step);
     }
+    TERRA_COLLECT_STOP();
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
     double ns = double(c1.tv_sec - c0.tv_sec) * 1e9 + double(c1.tv_nsec - c0.tv_nsec);
     double ops = double(engine.stats().ops_coexecuted - before);
+    collected += ops;
     engine.synchronize();
     return std::pair{ns / std::max(ops, 1.0), ops / kChunk};
   };
@@ -353,6 +369,8 @@ void BM_host_cost_per_op(benchmark::State& state) {
   state.counters["ns_per_op_min"] = per_op.front();
   state.counters["ns_per_op_first"] = first;
   state.counters["ops_per_step"] = per_step;
+  state.counters["ops_collected"] = collected;  // under callgrind: divide its count by this
+  state.counters["fast_pct"] = 100.0 * double(engine.stats().ops_fast) / double(engine.stats().ops_coexecuted);
 }
 BENCHMARK(BM_host_cost_per_op)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(9);
 
