@@ -172,7 +172,8 @@ class Storage {
 };
 
 // Copies the first nbytes of src into dst, either of which may be device memory (through the
-// device's backend; complete on return).
+// device's backend: a copy from or to the host is complete on return, one between device
+// buffers is queued on the calling thread's stream, ahead of the work queued there after it).
 inline void copy_storage(Storage& dst, const Storage& src, size_t nbytes) {
   if (nbytes == 0) return;
   if (dst.device().is_cpu() && src.device().is_cpu()) {
