@@ -8,8 +8,9 @@
 //   matmul vs cublas: terra's matmul against cublasGemmEx called directly, same shapes/dtypes
 //   train_mlp: one Adam step of a 784-1024-1024-10 MLP, batch 256
 //   train_cnn, train_transformer: a small CNN with SGD, a transformer block with AdamW
-//   small_step_eager vs small_step_coexec: a launch-bound training step, eager and
-//     co-executed (the runner launches the kernels while the host keeps going)
+//   small_step_eager vs small_step_coexec vs small_step_graphs: a launch-bound training step,
+//     eager, co-executed (the runner launches the kernels while the host keeps going), and
+//     co-executed with EngineOptions::cuda_graphs (each stretch of kernels one CUDA graph)
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 
@@ -214,7 +215,7 @@ void BM_train_transformer(benchmark::State& state) {
 // A launch-bound step (a 64-wide MLP, batch 32, Adam: every kernel takes microseconds), eager
 // and under terra::Engine, where the graph runner launches the kernels while the host thread
 // keeps validating calls. Wall-clock time of 20 steps ending with a read of the last loss.
-void train_small(benchmark::State& state, bool coexec) {
+void train_small(benchmark::State& state, bool coexec, bool graphs = false) {
   if (skip(state)) return;
   tr::manual_seed(0);
   tr::nn::Sequential net(tr::nn::Linear(64, 64), tr::nn::ReLU(), tr::nn::Linear(64, 64),
@@ -223,7 +224,7 @@ void train_small(benchmark::State& state, bool coexec) {
   tr::optim::Adam opt(net->parameters(), {.lr = 1e-3});
   Tensor x = tr::randn({32, 64}).to(kDev);
   Tensor y = tr::randint(0, 10, {32}).to(kDev);
-  tr::Engine engine(tr::EngineOptions{.coexecute = coexec});
+  tr::Engine engine(tr::EngineOptions{.coexecute = coexec, .cuda_graphs = graphs});
   auto twenty = [&] {
     Tensor loss;
     for (int i = 0; i < 20; ++i) {
@@ -239,10 +240,14 @@ void train_small(benchmark::State& state, bool coexec) {
   for (auto _ : state) twenty();
   state.counters["steps_per_s"] =
       benchmark::Counter(double(state.iterations()) * 20, benchmark::Counter::kIsRate);
-  state.counters["coexecuted"] = double(engine.stats().coexecuted);
+  tr::EngineStats st = engine.stats();
+  state.counters["coexecuted"] = double(st.coexecuted);
+  state.counters["graph_launches"] = double(st.graph_launches);
+  state.counters["graph_failures"] = double(st.graph_failures);
 }
 void BM_small_step_eager(benchmark::State& state) { train_small(state, false); }
 void BM_small_step_coexec(benchmark::State& state) { train_small(state, true); }
+void BM_small_step_graphs(benchmark::State& state) { train_small(state, true, true); }
 
 }  // namespace
 
@@ -257,5 +262,6 @@ BENCHMARK(BM_train_cnn)->UseManualTime();
 BENCHMARK(BM_train_transformer)->UseManualTime();
 BENCHMARK(BM_small_step_eager)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_small_step_coexec)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_small_step_graphs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

@@ -217,8 +217,8 @@ TEST(Device, CoExecutedTrainingMatchesEager) {
 
 // A kernel that fails inside a co-executed run on the device surfaces at the read, naming the
 // op, and the engine goes on.
-TEST(Device, KernelErrorInsideADeviceRunSurfaces) {
-  progs::RunErrorOutcome o = progs::kernel_error_in_run(kDev);
+namespace {
+void expect_error_at_the_read(const progs::RunErrorOutcome& o) {
   for (int i = 0; i < 12; ++i) {
     if (i == 8 || i == 9) {  // at the read, then once more at the next iteration()
       EXPECT_NE(o.errors[i].find("index_select"), std::string::npos)
@@ -229,6 +229,135 @@ TEST(Device, KernelErrorInsideADeviceRunSurfaces) {
     }
   }
   EXPECT_GE(o.stats.coexecuted, 2) << o.stats;
+}
+}  // namespace
+
+TEST(Device, KernelErrorInsideADeviceRunSurfaces) {
+  expect_error_at_the_read(progs::kernel_error_in_run(kDev));
+}
+
+// ---- device graphs (EngineOptions::cuda_graphs) on the stand-in's recording ----
+// The stand-in records as CUDA stream capture does (kernels kept, not run, until the launch),
+// so these check the executor's side: which stretches are recorded, that results stay eager's,
+// and that a failed recording leaves nothing half run.
+
+namespace {
+bool has_reason(const tr::EngineStats& s, const std::string& part) {
+  for (const auto& [why, n] : s.not_captured)
+    if (why.find(part) != std::string::npos) return true;
+  return false;
+}
+struct GraphControlReset {
+  ~GraphControlReset() {
+    auto& g = tt::fake_device::graphs();
+    g.fail_op = -1;
+    g.refuse_launch = false;
+  }
+};
+}  // namespace
+
+TEST(Device, GraphsLaunchDeviceStretchesAndMatchEager) {
+  auto& g = tt::fake_device::graphs();
+  int launched = g.launched, live = g.live;
+  progs::Outcome eager = progs::device_dynamic(kDev, false);
+  progs::Outcome co = progs::device_dynamic(kDev, true, 60, {.cuda_graphs = true});
+  EXPECT_EQ(co.fetched, eager.fetched);
+  EXPECT_EQ(co.decisions, eager.decisions);
+  EXPECT_EQ(co.params, eager.params);
+  const tr::EngineStats& s = co.stats;
+  std::cout << s << "\n";
+  EXPECT_GE(s.coexecuted, 40) << s;
+  EXPECT_GT(s.graph_launches, 0) << s;
+  EXPECT_EQ(g.launched - launched, s.graph_launches);
+  EXPECT_GE(s.graph_kernels, 2 * s.graph_launches) << s;
+  EXPECT_EQ(s.graph_failures, 0) << s;
+  // The host batches' copies to the device stay outside graphs, and the stats say so.
+  EXPECT_TRUE(has_reason(s, "to_device: copies between the host and a device")) << s;
+  EXPECT_EQ(g.live, live) << "the engine's executors left CUDA graphs behind";
+  // Off by default: nothing recorded.
+  launched = g.launched;
+  EXPECT_EQ(progs::device_dynamic(kDev, true).stats.graph_launches, 0);
+  EXPECT_EQ(g.launched, launched);
+}
+
+// A recording that fails part-way (a kernel that cannot be recorded) ran nothing: the stretch
+// runs kernel by kernel and the results stay eager's bit for bit (no kernel ran twice, none
+// was lost). Each stretch gives up recording after two failures.
+TEST(Device, AFailedRecordingRunsItsStretchKernelByKernel) {
+  GraphControlReset reset;
+  auto& g = tt::fake_device::graphs();
+  progs::Outcome eager = progs::device_dynamic(kDev, false);
+  g.fail_op = int(tr::Op::Relu);
+  progs::Outcome co = progs::device_dynamic(kDev, true, 60, {.cuda_graphs = true});
+  EXPECT_EQ(co.fetched, eager.fetched);
+  EXPECT_EQ(co.decisions, eager.decisions);
+  EXPECT_EQ(co.params, eager.params);
+  const tr::EngineStats& s = co.stats;
+  EXPECT_GT(s.graph_failures, 0) << s;
+  EXPECT_GT(s.graph_launches, 0) << s;  // the stretches without a relu still launch
+  EXPECT_TRUE(has_reason(s, "recording failed: [terra::relu] cannot be recorded")) << s;
+  // Launches declined by the backend: same results, no launch at all, and few attempts.
+  g.fail_op = -1;
+  g.refuse_launch = true;
+  int begun = g.begun;
+  co = progs::device_dynamic(kDev, true, 60, {.cuda_graphs = true});
+  EXPECT_EQ(co.params, eager.params);
+  EXPECT_EQ(co.fetched, eager.fetched);
+  EXPECT_EQ(co.stats.graph_launches, 0) << co.stats;
+  EXPECT_EQ(g.begun - begun, co.stats.graph_failures);
+  EXPECT_LT(co.stats.graph_failures, co.stats.launches) << co.stats;
+}
+
+// Which stretches a plan records: device kernels only, never a host/device copy, never a kernel
+// the backend says reads values back (index_select on the CUDA backend), two kernels at least.
+TEST(Device, GraphSegmentsHoldOnlyRecordableDeviceKernels) {
+  Tensor w = tt::random({8, 8}, tr::DType::Float32, 1).to(kDev);
+  Tensor idx = tr::tensor(std::vector<int64_t>{3, 1, 0, 2}, {4}).to(kDev);
+  tr::Engine engine({.cuda_graphs = true});
+  std::vector<double> got, want;
+  for (int i = 0; i < 8; ++i) {
+    Tensor x = tt::random({4, 8}, tr::DType::Float32, 20 + i);
+    {
+      auto it = engine.iteration();
+      Tensor h = tr::matmul(x.to(kDev), w).tanh();
+      Tensor y = (tr::index_select(h, 0, idx) * 2.0).exp().sum();
+      got.push_back(y.item<double>());
+    }
+    Tensor hc = tr::matmul(x, w.to(Device::cpu())).tanh();
+    want.push_back((tr::index_select(hc, 0, idx.to(Device::cpu())) * 2.0).exp().sum().item<double>());
+  }
+  EXPECT_EQ(got, want);
+  tr::EngineStats s = engine.stats();
+  EXPECT_GE(s.coexecuted, 5) << s;
+  EXPECT_GE(s.graph_launches, 5) << s;
+  EXPECT_TRUE(has_reason(s, "index_select: reads device values back on the host")) << s;
+  int segments = 0;
+  for (const auto& [key, gs] : engine.graphs())
+    for (const auto& c : gs.compiled) {
+      if (!c.exec) continue;
+      const tr::graph::Plan& p = c.exec->plan();
+      for (const tr::exec::GraphSegment& seg : c.exec->graph_segments()) {
+        ++segments;
+        EXPECT_GE(seg.kernels, 2);
+        EXPECT_EQ(seg.device, kDev);
+        EXPECT_LE(seg.failures, tr::exec::GraphSegment::kMaxFailures);
+        for (int32_t n = seg.first_node; n <= seg.last_node; ++n) {
+          const tr::graph::IrNode& node = p.ir.nodes[n];
+          EXPECT_NE(node.op, tr::Op::IndexSelect);
+          EXPECT_NE(node.op, tr::Op::ToDevice);
+          for (const auto& v : node.ins) EXPECT_EQ(v.device, kDev);
+          for (const auto& v : node.outs) EXPECT_EQ(v.device, kDev);
+        }
+      }
+    }
+  EXPECT_GE(segments, 2);  // matmul + tanh before the index_select; mul + exp + sum after it
+}
+
+// An out-of-range index inside a run with graphs on is still reported at the read, naming the
+// op: index_select runs outside graphs, with its checks.
+TEST(Device, KernelErrorSurfacesWithGraphsOn) {
+  progs::RunErrorOutcome o = progs::kernel_error_in_run(kDev, {.cuda_graphs = true});
+  expect_error_at_the_read(o);
 }
 
 namespace {

@@ -9,6 +9,8 @@
 #include "cuda/cuda_test.hpp"
 #include "exec/programs.hpp"
 
+namespace tr = terra;
+
 namespace {
 
 std::vector<float> floats(const std::vector<unsigned char>& bytes) {
@@ -29,10 +31,10 @@ void expect_close(const std::vector<double>& got, const std::vector<double>& wan
 
 // A dynamic program (host batches, a host-picked head, a loss term added after a fetch, Adam)
 // co-executed on the GPU gives eager's values, and most iterations really co-execute.
-TEST(CudaCoExec, DynamicTrainingMatchesEager) {
-  TERRA_REQUIRE_GPU();
+namespace {
+void expect_matches_eager(const tr::EngineOptions& opts) {
   progs::Outcome eager = progs::device_dynamic(tt::kCuda, false);
-  progs::Outcome co = progs::device_dynamic(tt::kCuda, true);
+  progs::Outcome co = progs::device_dynamic(tt::kCuda, true, 60, opts);
   std::cout << co.stats << "\n";
   EXPECT_EQ(co.decisions, eager.decisions);  // the host saw the same values
   expect_close(co.fetched, eager.fetched, 1e-5, "fetched loss");
@@ -44,13 +46,29 @@ TEST(CudaCoExec, DynamicTrainingMatchesEager) {
   }
   EXPECT_GE(co.stats.coexecuted, 40);
   EXPECT_LE(co.stats.fallbacks, 12);
+  if (opts.cuda_graphs) {  // the device stretches of the runs were launched as CUDA graphs
+    EXPECT_GT(co.stats.graph_launches, 0) << co.stats;
+    EXPECT_EQ(co.stats.graph_failures, 0) << co.stats;
+  }
+}
+}  // namespace
+
+TEST(CudaCoExec, DynamicTrainingMatchesEager) {
+  TERRA_REQUIRE_GPU();
+  expect_matches_eager({});
+}
+
+// The same with every stretch of device kernels recorded and launched as one CUDA graph
+// (stream capture every run, cudaGraphExecUpdate in place).
+TEST(CudaCoExec, DynamicTrainingWithCudaGraphsMatchesEager) {
+  TERRA_REQUIRE_GPU();
+  expect_matches_eager({.cuda_graphs = true});
 }
 
 // A kernel that fails inside a co-executed run on the GPU (an index out of range, checked on
 // the device) surfaces at the read and at the next iteration(), naming the op.
-TEST(CudaCoExec, KernelErrorInsideARunSurfaces) {
-  TERRA_REQUIRE_GPU();
-  progs::RunErrorOutcome o = progs::kernel_error_in_run(tt::kCuda);
+namespace {
+void expect_error_at_the_read(const progs::RunErrorOutcome& o) {
   for (int i = 0; i < 12; ++i) {
     if (i == 8 || i == 9) {
       EXPECT_NE(o.errors[i].find("index_select"), std::string::npos)
@@ -61,4 +79,16 @@ TEST(CudaCoExec, KernelErrorInsideARunSurfaces) {
     }
   }
   EXPECT_GE(o.stats.coexecuted, 2) << o.stats;
+}
+}  // namespace
+
+TEST(CudaCoExec, KernelErrorInsideARunSurfaces) {
+  TERRA_REQUIRE_GPU();
+  expect_error_at_the_read(progs::kernel_error_in_run(tt::kCuda));
+}
+
+// With CUDA graphs on, index_select runs outside them (its check reads back): same report.
+TEST(CudaCoExec, KernelErrorSurfacesWithCudaGraphsOn) {
+  TERRA_REQUIRE_GPU();
+  expect_error_at_the_read(progs::kernel_error_in_run(tt::kCuda, {.cuda_graphs = true}));
 }

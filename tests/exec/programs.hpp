@@ -467,7 +467,8 @@ inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts 
 // A dynamic training program on `dev` (a device or the CPU): host batches fed every step, a
 // head picked by host RNG, a loss term added when the fetched loss is high, Adam. Decisions:
 // the head picked and whether the term was added.
-inline Outcome device_dynamic(tr::Device dev, bool engine, int iters = 60) {
+inline Outcome device_dynamic(tr::Device dev, bool engine, int iters = 60,
+                              tr::EngineOptions opts = {}) {
   tr::manual_seed(3);
   Outcome o;
   nn::Sequential body(nn::Linear(6, 16), nn::ReLU());
@@ -492,7 +493,7 @@ inline Outcome device_dynamic(tr::Device dev, bool engine, int iters = 60) {
     loss.backward();
     opt.step();
     o.fetched.push_back(loss.item<double>());
-  });
+  }, opts);
   collect(o, params);
   return o;
 }
@@ -505,9 +506,9 @@ struct RunErrorOutcome {
   std::vector<std::string> errors;  // per iteration: the error's message, or empty
   tr::EngineStats stats;
 };
-inline RunErrorOutcome kernel_error_in_run(tr::Device dev) {
+inline RunErrorOutcome kernel_error_in_run(tr::Device dev, tr::EngineOptions opts = {}) {
   RunErrorOutcome o;
-  tr::Engine engine;
+  tr::Engine engine(opts);
   tr::Tensor table = tr::arange(0, 8).to(tr::DType::Float32).to(dev);
   for (int i = 0; i < 12; ++i) {
     o.read.push_back(std::nanf(""));

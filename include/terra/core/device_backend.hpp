@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "terra/core/device.hpp"
 #include "terra/core/error.hpp"
@@ -29,6 +30,22 @@ struct DeviceBackend {
   // the run, so they are ordered after every op the host queued before.
   void* (*get_stream)(int index) = nullptr;
   void (*set_stream)(void* stream, int index) = nullptr;
+  // Optional (null: no graphs). Recording part of a run as one device graph (exec::CpuExecutor,
+  // EngineOptions::cuda_graphs). begin_capture switches the calling thread to a private stream
+  // of device `index` that records the work queued on it instead of running it; false (with
+  // *why) when recording cannot start. end_capture stops recording and makes the previous
+  // stream current again; when `ok` it turns the recording into *graph (updating the
+  // executable there in place when only kernel arguments and addresses changed, making a new
+  // one otherwise) and queues it on that stream, where the recorded work would have run.
+  // False (with *why) when it did not queue it: nothing recorded has run then. A failed
+  // launch throws. destroy_graph frees an executable end_capture left in *graph.
+  // capturable(op) says whether op's kernels may be recorded: false for kernels that read
+  // device values back to the host (the index checks of index_select and its kin), which run
+  // outside graphs so their errors are reported as eager execution reports them.
+  bool (*begin_capture)(int index, std::string* why) = nullptr;
+  bool (*end_capture)(int index, void** graph, bool ok, std::string* why) = nullptr;
+  void (*destroy_graph)(void* graph) = nullptr;
+  bool (*capturable)(int op) = nullptr;
 };
 
 namespace detail {

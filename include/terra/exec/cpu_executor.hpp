@@ -4,13 +4,18 @@
 // gives, everything else in an arena per device (see Arena). Nodes on a device (CUDA) queue
 // their kernels as eager dispatch does, on the stream the runner was given, and a run ends
 // when the devices it used have finished. The passes' decisions (dead, same_as, fused) are
-// applied only where this run's storage makes them safe.
+// applied only where this run's storage makes them safe. With Arena::device_graphs, each run of
+// consecutive device kernels (a segment) is recorded and launched as one device graph.
 #pragma once
 
 #include <atomic>
 #include <cstring>
+#include <exception>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <numeric>
+#include <string>
 
 #include "terra/core/parallel.hpp"
 #include "terra/graph/passes.hpp"
@@ -167,6 +172,31 @@ struct Arena {
   // tens of MB when a dynamic program had a plan per path and shape).
   detail::ScratchPool scratch{get_num_threads() + 2};
 
+  // Device graphs (EngineOptions::cuda_graphs): set before the first executor is made.
+  bool device_graphs = false;
+  struct GraphCounts {
+    int64_t launches = 0;  // segments launched as one graph
+    int64_t kernels = 0;   // nodes whose kernels those graphs ran
+    int64_t failures = 0;  // recordings that failed (the segment then ran node by node)
+    std::map<std::string, int64_t> not_captured;  // why device work ran outside graphs
+  };
+  // Written by the thread executing runs, read by the host thread (Engine::stats).
+  GraphCounts graph_counts() const {
+    std::lock_guard<std::mutex> lock(graph_mu_);
+    return graph_counts_;
+  }
+  void count_graph(int64_t kernels) {
+    std::lock_guard<std::mutex> lock(graph_mu_);
+    ++graph_counts_.launches;
+    graph_counts_.kernels += kernels;
+  }
+  void count_not_captured(std::string why, bool failure) {
+    if (why.size() > 200) why = why.substr(0, 200) + "...";
+    std::lock_guard<std::mutex> lock(graph_mu_);
+    graph_counts_.failures += failure;
+    ++graph_counts_.not_captured[std::move(why)];
+  }
+
   // Replaces mem (growing by half at least) when it holds fewer than `bytes`. Executors that
   // pointed into the old memory see the generation move and re-aim before their next run;
   // they never keep it alive (with a plan per path and shape, stale executors used to hold
@@ -187,6 +217,22 @@ struct Arena {
       if (dev == d) return m;
     return device_mem.emplace_back(d, Ref<Storage>()).second;
   }
+
+ private:
+  mutable std::mutex graph_mu_;
+  GraphCounts graph_counts_;
+};
+
+// Consecutive steps of a plan whose nodes all run on one device, with kernels that may be
+// recorded (DeviceBackend::capturable): launched as one device graph when the run covers them.
+struct GraphSegment {
+  int32_t first_step = 0, last_step = 0;  // inclusive
+  int32_t first_node = 0, last_node = 0;  // inclusive
+  Device device;
+  int32_t kernels = 0;       // non-view nodes
+  void* graph = nullptr;     // the backend's executable, kept between runs
+  int32_t failures = 0;      // failed recordings; after kMaxFailures it runs node by node
+  static constexpr int32_t kMaxFailures = 2;
 };
 
 // What the last run() did (for the engine's stats and for tests).
@@ -227,9 +273,21 @@ class CpuExecutor {
     bound_.resize(nb);
     given_.resize(nb);
     remap_.resize(nb);
+    if (arena_->device_graphs) find_segments();
   }
+  ~CpuExecutor() {
+    for (GraphSegment& g : segs_) {
+      if (!g.graph) continue;
+      const DeviceBackend* b = terra::detail::device_backend_slot(g.device.type);
+      if (b && b->destroy_graph) b->destroy_graph(g.graph);
+    }
+  }
+  CpuExecutor(const CpuExecutor&) = delete;
+  CpuExecutor& operator=(const CpuExecutor&) = delete;
 
   const graph::Plan& plan() const { return *plan_; }
+  // The device segments this plan's runs launch as graphs (empty unless Arena::device_graphs).
+  const std::vector<GraphSegment>& graph_segments() const { return segs_; }
   const RunStats& last_stats() const { return stats_; }
 
   // Runs nodes [begin, end) in host order. Ranges of one block run in order ([0,k) then
@@ -257,8 +315,15 @@ class CpuExecutor {
     std::iota(remap_.begin(), remap_.end(), 0);
     try {
       for (size_t s = a.begin < a.end ? step_of_[a.begin] : p.steps.size();
-           s < p.steps.size() && p.steps[s].nodes.front() < a.end; ++s)
+           s < p.steps.size() && p.steps[s].nodes.front() < a.end; ++s) {
+        int32_t g = seg_at_step_.empty() ? -1 : seg_at_step_[s];
+        if (g >= 0 && segs_[g].first_node >= a.begin && segs_[g].last_node < a.end) {
+          run_segment(segs_[g], a);
+          s = size_t(segs_[g].last_step);
+          continue;
+        }
         run_step(int32_t(s), a);
+      }
     } catch (...) {
       // Kernels queued before the failure may still be running: let them finish before the
       // run's memory can be reused. The first error is the one reported.
@@ -355,6 +420,114 @@ class CpuExecutor {
     for (const graph::ValueRef& o : plan_->ir.nodes[n].outs)
       if (given_[o.buf] || last_user_[o.buf] >= a.end) return false;
     return attrs_of(n, a) == attrs_of(m, a);
+  }
+
+  // ---- device graphs ----
+
+  // The device every node of step s reads and writes, when its kernels may be recorded; the CPU
+  // otherwise (why says why, for device work that cannot be).
+  Device step_device(const graph::Step& st, std::string& why) const {
+    const graph::Plan& p = *plan_;
+    Device d = Device::cpu();
+    for (int32_t n : st.nodes) {
+      const graph::IrNode& node = p.ir.nodes[n];
+      bool host = false, across = false;
+      auto see = [&](const graph::ValueRef& v) {
+        if (v.device.is_cpu()) {
+          host = true;
+        } else if (d.is_cpu()) {
+          d = v.device;
+        } else if (!(v.device == d)) {
+          across = true;  // a peer copy, made on the destination's stream
+        }
+      };
+      for (const graph::ValueRef& v : node.ins) see(v);
+      for (const graph::ValueRef& v : node.outs) see(v);
+      if (d.is_cpu()) return d;
+      if (host || across) {
+        why = std::string(op_name(node.op)) +
+              (host ? ": copies between the host and a device" : ": copies between devices");
+        return Device::cpu();
+      }
+      const DeviceBackend* b = terra::detail::device_backend_slot(d.type);
+      if (!b || !b->begin_capture || !b->end_capture || !b->capturable) {
+        why = std::string(b ? b->name : "device") + " records no graphs";
+        return Device::cpu();
+      }
+      if (!graph::is_view(node) && !b->capturable(int(node.op))) {
+        why = std::string(op_name(node.op)) + ": reads device values back on the host";
+        return Device::cpu();
+      }
+    }
+    return d;
+  }
+
+  // Maximal runs of steps on one device with at least two kernels.
+  void find_segments() {
+    const graph::Plan& p = *plan_;
+    seg_at_step_.assign(p.steps.size(), -1);
+    std::map<std::string, int> reasons;
+    GraphSegment cur;
+    bool open = false;
+    auto close = [&] {
+      if (open && cur.kernels >= 2) {
+        for (int32_t s = cur.first_step; s <= cur.last_step; ++s) seg_at_step_[s] = int32_t(segs_.size());
+        segs_.push_back(cur);
+      }
+      open = false;
+    };
+    for (size_t s = 0; s < p.steps.size(); ++s) {
+      const graph::Step& st = p.steps[s];
+      std::string why;
+      Device d = step_device(st, why);
+      if (!why.empty()) ++reasons[why];
+      if (d.is_cpu() || (open && !(d == cur.device))) close();
+      if (d.is_cpu()) continue;
+      if (!open) {
+        cur = {};
+        cur.first_step = int32_t(s), cur.first_node = st.nodes.front(), cur.device = d;
+        open = true;
+      }
+      cur.last_step = int32_t(s), cur.last_node = st.nodes.back();
+      for (int32_t n : st.nodes) cur.kernels += !graph::is_view(p.ir.nodes[n]);
+    }
+    close();
+    for (auto& [why, n] : reasons) arena_->count_not_captured(why, false);
+  }
+
+  void run_steps(const GraphSegment& g, const RunArgs& a) {
+    for (int32_t s = g.first_step; s <= g.last_step; ++s) run_step(s, a);
+  }
+
+  // Records the segment's kernels, then the backend launches them as one graph. A recording
+  // that fails (a kernel that waits on its stream, a library that cannot be recorded, an error
+  // raised while queuing) ran nothing: the segment then runs node by node, which reports a
+  // genuine error as eager execution would.
+  void run_segment(GraphSegment& g, const RunArgs& a) {
+    const graph::Plan& p = *plan_;
+    int32_t kernels = 0;
+    for (int32_t s = g.first_step; s <= g.last_step; ++s)
+      for (int32_t n : p.steps[s].nodes) kernels += act_[n] == kRun && !graph::is_view(p.ir.nodes[n]);
+    if (g.failures >= GraphSegment::kMaxFailures || kernels < 2) return run_steps(g, a);
+    const DeviceBackend& b = device_backend(g.device, "graph.run");
+    std::string why;
+    if (b.begin_capture(g.device.index, &why)) {
+      bool ok = true;
+      try {
+        run_steps(g, a);
+      } catch (const std::exception& e) {
+        ok = false, why = e.what();
+      } catch (...) {
+        ok = false, why = "an exception while recording";
+      }
+      if (b.end_capture(g.device.index, &g.graph, ok, &why)) {
+        arena_->count_graph(kernels);
+        return;
+      }
+    }
+    ++g.failures;
+    arena_->count_not_captured("recording failed: " + why, true);
+    run_steps(g, a);
   }
 
   void run_step(int32_t s, const RunArgs& a) {
@@ -538,6 +711,8 @@ class CpuExecutor {
   std::vector<int32_t> step_of_;             // per node
   std::vector<std::vector<int32_t>> scratch_;  // per step: intermediates it may keep in scratch
   std::vector<std::unique_ptr<detail::FusedProg>> progs_;  // per step: fused steps decoded
+  std::vector<GraphSegment> segs_;     // device graphs (Arena::device_graphs)
+  std::vector<int32_t> seg_at_step_;   // per step: its segment, or -1 (empty: none)
   // Per run.
   std::vector<Ref<Storage>> st_, bound_;  // where each buffer lives; where earlier ranges wrote
   std::vector<uint8_t> given_, need_, act_;

@@ -55,6 +55,13 @@ struct EngineOptions {
   /// the paper programs ran no faster with it (docs/coexecution.md).
   bool resume = false;
   bool timeline = false;        ///< record host/runner spans for write_timeline()
+  /// Run each stretch of a compiled block's device (CUDA) kernels as one CUDA graph: recorded
+  /// with stream capture at every run and updated in place (cudaGraphExecUpdate), so changing
+  /// host scalars and addresses need no new instantiation. Kernels that read values back
+  /// (index checks) and host/device copies run outside graphs and split the stretch; a failed
+  /// recording runs its stretch kernel by kernel. Off by default: it has not yet run on a GPU
+  /// (docs/coexecution.md "CUDA graphs"). No effect on CPU-only blocks.
+  bool cuda_graphs = false;
   /// Benchmark baseline only, never for real programs: what capturing a whole training step
   /// as one graph does. The first traced iteration is the capture; every later one replays it
   /// op by op without validation: the i-th op call gets the captured i-th op, its attributes
@@ -81,6 +88,13 @@ struct EngineStats {
   int64_t ops_fast = 0;        ///< of those, matched on the fast path (no shape inference)
   int64_t resumes = 0;         ///< times co-execution resumed inside a recording iteration
   std::map<std::string, int64_t> reasons;  ///< why iterations were traced again, with counts
+  // EngineOptions::cuda_graphs:
+  int64_t graph_launches = 0;  ///< stretches of device kernels launched as one CUDA graph
+  int64_t graph_kernels = 0;   ///< kernels those graphs ran
+  int64_t graph_failures = 0;  ///< recordings that failed (the stretch ran kernel by kernel)
+  /// Why device work ran outside graphs: once per compiled block and reason for splits (a
+  /// host/device copy, a kernel that reads values back), once per failed recording.
+  std::map<std::string, int64_t> not_captured;
 };
 
 /// One line of counts, then one line per re-trace reason.
@@ -90,7 +104,11 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
      << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
      << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted << " (fast "
      << s.ops_fast << "), resumes " << s.resumes;
+  if (s.graph_launches || s.graph_failures || !s.not_captured.empty())
+    os << ", CUDA graphs " << s.graph_launches << " (" << s.graph_kernels << " kernels, "
+       << s.graph_failures << " failed recordings)";
   for (const auto& [why, n] : s.reasons) os << "\n  re-trace: " << why << " (x" << n << ")";
+  for (const auto& [why, n] : s.not_captured) os << "\n  outside graphs: " << why << " (x" << n << ")";
   return os;
 }
 
@@ -112,7 +130,9 @@ class Engine final : public trace::Hook {
   };
 
   /// An engine with its own graph-runner thread.
-  explicit Engine(EngineOptions opts = {}) : opts_(opts), runner_(opts.timeline) {}
+  explicit Engine(EngineOptions opts = {}) : opts_(opts), runner_(opts.timeline) {
+    arena_->device_graphs = opts.cuda_graphs;
+  }
   /// Waits for every launched run.
   ~Engine() override { runner_.drain(); }
   Engine(const Engine&) = delete;
@@ -133,6 +153,9 @@ class Engine final : public trace::Hook {
       s.nodes += int64_t(g.graph.num_nodes());
     }
     s.paths = int64_t(paths_.size());
+    exec::Arena::GraphCounts g = arena_->graph_counts();
+    s.graph_launches = g.launches, s.graph_kernels = g.kernels, s.graph_failures = g.failures;
+    s.not_captured = std::move(g.not_captured);
     return s;
   }
   /// The options it was made with.

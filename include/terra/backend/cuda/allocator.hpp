@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "terra/backend/cuda/graphs.hpp"
 #include "terra/backend/cuda/runtime.hpp"
 #include "terra/core/device_backend.hpp"
 
@@ -73,6 +74,20 @@ class CachingAllocator {
   void empty_cache() {
     std::lock_guard<std::mutex> lock(mu_);
     release_cache();
+  }
+  // Gives the cached blocks made for `stream` back to the driver (the stream is going away).
+  void release_stream(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mu_);  // no DeviceGuard: it may throw, and this runs at thread exit
+    for (auto it = cache_.begin(); it != cache_.end();) {
+      if (std::get<0>(*it) != stream) {
+        ++it;
+        continue;
+      }
+      cudaFree(std::get<2>(*it));
+      cudaGetLastError();
+      stats_.reserved -= std::get<1>(*it);
+      it = cache_.erase(it);
+    }
   }
 
   AllocatorStats stats() {
@@ -153,6 +168,8 @@ inline CachingAllocator& allocator(int device) {
   if (!a) (*table)[size_t(device)].store(a = new CachingAllocator(device), std::memory_order_release);
   return *a;
 }
+
+inline void release_stream_blocks(int device, cudaStream_t s) { allocator(device).release_stream(s); }
 
 // Page-locked host buffers for asynchronous host-to-device copies. A buffer goes back to the
 // pool with an event recorded after the copy that reads it; it is reused once that event has
@@ -252,9 +269,17 @@ inline void backend_set_stream(void* stream, int index) {
   thread_streams()[index] = static_cast<cudaStream_t>(stream);
 }
 
-inline const DeviceBackend kBackend{"cuda",          &backend_alloc,       &backend_free,
-                                    &backend_copy,   &backend_synchronize, &backend_get_stream,
-                                    &backend_set_stream};
+inline const DeviceBackend kBackend{"cuda",
+                                    &backend_alloc,
+                                    &backend_free,
+                                    &backend_copy,
+                                    &backend_synchronize,
+                                    &backend_get_stream,
+                                    &backend_set_stream,
+                                    &backend_begin_capture,
+                                    &backend_end_capture,
+                                    &backend_destroy_graph,
+                                    &backend_capturable};
 // Registered before main by every unit that includes this header (one variable per program).
 inline const bool kBackendRegistered =
     (terra::detail::device_backend_slot(DeviceType::CUDA) = &kBackend, true);

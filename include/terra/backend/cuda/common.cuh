@@ -18,6 +18,15 @@ inline constexpr KernelFn cuda_kernel = nullptr;
 // The stream of the current device (the registration wrapper has made the op's device current).
 inline cudaStream_t stream() { return current_stream(); }
 
+// Whether stream() is recording a CUDA graph (exec::CpuExecutor with EngineOptions::cuda_graphs)
+// instead of running: it cannot be waited on then, so host-side checks that read device values
+// back are skipped (the kernels themselves never access memory through a bad index).
+inline bool capturing() {
+  cudaStreamCaptureStatus s = cudaStreamCaptureStatusNone;
+  TERRA_CUDA_CHECK(cudaStreamIsCapturing(stream(), &s));
+  return s != cudaStreamCaptureStatusNone;
+}
+
 inline constexpr int kThreads = 256;
 inline unsigned grid_for(int64_t n, int threads = kThreads) {
   int64_t b = (n + threads - 1) / threads;

@@ -234,6 +234,7 @@ inline void adaptive_avg_pool2d_kernel(const OpCall& c, std::span<Tensor> outs) 
 inline void check_indices(const Tensor& idx, int64_t h, int64_t w) {
   const char* op = "max_pool2d_backward";
   int64_t n = idx.numel();
+  if (capturing()) return;  // nothing can be read back while a graph is recorded
   Tensor bad = cuda::empty({1}, DType::Int64, idx.device());
   TERRA_CUDA_CHECK(cudaMemsetAsync(bad.device_data(), 0xff, sizeof(int64_t), stream()));
   check_index_kernel<<<grid_for(n), kThreads, 0, stream()>>>(

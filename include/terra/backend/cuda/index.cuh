@@ -127,14 +127,6 @@ MultiIndexer<K> multi(const Shape& shape, const std::array<Strides, K>& st) {
   return m;
 }
 
-// Under CUDA-graph capture the stream cannot be waited on: the host-side checks are skipped
-// there (the kernels still never access memory through a bad index).
-inline bool capturing() {
-  cudaStreamCaptureStatus s = cudaStreamCaptureStatusNone;
-  TERRA_CUDA_CHECK(cudaStreamIsCapturing(stream(), &s));
-  return s != cudaStreamCaptureStatusNone;
-}
-
 // A value copied back from the device after everything queued on stream() before it.
 template <class T>
 T read_back(const void* p) {
@@ -307,7 +299,7 @@ inline void masked_select_kernel(const OpCall& c, std::span<Tensor> outs) {
                                                                   indexer(mask, s), n);
     check_launch("masked_select");
     ix::inclusive_sum(ip, n, out.device());
-    count = ix::capturing() ? out.numel() : ix::read_back<int64_t>(ip + n - 1);
+    count = capturing() ? out.numel() : ix::read_back<int64_t>(ip + n - 1);
   }
   // The result was sized from the mask read earlier: never write past it.
   TERRA_CHECK(count == out.numel(), "masked_select", "mask has ", count,
