@@ -12,10 +12,19 @@ using tr::DType;
 using tr::Tensor;
 
 namespace {
+// A directory per test process, removed when the process ends.
+struct TempDir {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("terra_ckpt_" + std::to_string(::getpid()));
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
 std::string temp_path(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("terra_ckpt_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
+  static TempDir temp;
+  std::filesystem::create_directories(temp.dir);
+  return (temp.dir / name).string();
 }
 std::string slurp(const std::string& p) {
   std::ifstream f(p, std::ios::binary);
