@@ -69,7 +69,12 @@ inline void run(const terra::OpCall& c, std::span<Tensor> outs) {
   if (recording().on) {
     if (int(c.op) == graphs().fail_op)
       terra::detail::fail(terra::op_name(c.op), "cannot be recorded on the stand-in device");
-    recording().work.push_back([op = c.op, attrs = h.attrs, in = std::vector<Tensor>(ins.begin(), ins.end()),
+    // The host aliases do not own their memory: keep the device tensors (a temporary freed
+    // after queuing stays cached for the stream on a real device) alive until the launch.
+    std::vector<Tensor> keep(c.inputs.begin(), c.inputs.end());
+    keep.insert(keep.end(), outs.begin(), outs.end());
+    recording().work.push_back([op = c.op, attrs = h.attrs, keep = std::move(keep),
+                                in = std::vector<Tensor>(ins.begin(), ins.end()),
                                 out = std::vector<Tensor>(hs.begin(), hs.end())]() mutable {
       terra::OpCall call{.op = op, .inputs = {in.data(), in.size()}, .attrs = attrs};
       terra::find_kernel(op, Device::cpu())(call, {out.data(), out.size()});
