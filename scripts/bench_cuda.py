@@ -53,21 +53,27 @@ def main():
             note = f"{t['TFLOPs']:.1f} TFLOP/s" + (f", {t['TFLOPs'] / cub:.0%} of cuBLAS" if cub else "")
         if "us_per_op" in t:
             note = f"{t['us_per_op']:.2f} us/op"
-        if "small_step_coexec" in name:
-            eager = terra.get(name.replace("coexec", "eager"))
-            if eager:
-                note = f"co-executed / terra eager {ms(t) / ms(eager):.2f}"
+        for mode, what in (("coexec", "co-executed"), ("graphs", "co-executed with CUDA graphs")):
+            if f"small_step_{mode}" in name:
+                eager = terra.get(name.replace(mode, "eager"))
+                if eager:
+                    note = f"{what} / terra eager {ms(t) / ms(eager):.2f}"
+                if "graph_launches" in t:
+                    note += f" ({t['graph_launches']:.0f} graph launches, {t['graph_failures']:.0f} failed)"
         pt = ms(p) if p else float("nan")
         print(f"{name:40} {ms(t):10.3f} {pt:10.3f} {ms(t) / pt:11.2f}  {note}")
     # PyTorch rows without a terra twin (whole-step CUDA graph, torch.compile), against terra's
-    # co-executed small step.
+    # co-executed small step, without and with CUDA graphs.
     co = terra.get("BM_small_step_coexec/real_time")
+    gr = terra.get("BM_small_step_graphs/real_time")
     for name, p in torch.items():
         if name in terra:
             continue
         note = p.get("error", "")
         ratio = ms(co) / ms(p) if co and ms(p) == ms(p) else float("nan")
-        print(f"{name:40} {float('nan'):10.3f} {ms(p):10.3f} {ratio:11.2f}  terra co-executed / this {note}")
+        gratio = ms(gr) / ms(p) if gr and ms(p) == ms(p) else float("nan")
+        print(f"{name:40} {float('nan'):10.3f} {ms(p):10.3f} {ratio:11.2f}  terra co-executed / this "
+              f"(with CUDA graphs: {gratio:.2f}) {note}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"terra": terra, "torch": torch}, f, indent=1)
