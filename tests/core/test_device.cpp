@@ -217,23 +217,8 @@ TEST(Device, CoExecutedTrainingMatchesEager) {
 
 // A kernel that fails inside a co-executed run on the device surfaces at the read, naming the
 // op, and the engine goes on.
-namespace {
-void expect_error_at_the_read(const progs::RunErrorOutcome& o) {
-  for (int i = 0; i < 12; ++i) {
-    if (i == 8 || i == 9) {  // at the read, then once more at the next iteration()
-      EXPECT_NE(o.errors[i].find("index_select"), std::string::npos)
-          << "iteration " << i << " did not report the out-of-range index: " << o.errors[i];
-    } else {
-      EXPECT_EQ(o.errors[i], "") << "iteration " << i;
-      EXPECT_EQ(o.read[i], 1.f) << "iteration " << i;
-    }
-  }
-  EXPECT_GE(o.stats.coexecuted, 2) << o.stats;
-}
-}  // namespace
-
 TEST(Device, KernelErrorInsideADeviceRunSurfaces) {
-  expect_error_at_the_read(progs::kernel_error_in_run(kDev));
+  progs::expect_error_at_the_read(progs::kernel_error_in_run(kDev));
 }
 
 // ---- device graphs (EngineOptions::cuda_graphs) on the stand-in's recording ----
@@ -357,7 +342,7 @@ TEST(Device, GraphSegmentsHoldOnlyRecordableDeviceKernels) {
 // op: index_select runs outside graphs, with its checks.
 TEST(Device, KernelErrorSurfacesWithGraphsOn) {
   progs::RunErrorOutcome o = progs::kernel_error_in_run(kDev, {.cuda_graphs = true});
-  expect_error_at_the_read(o);
+  progs::expect_error_at_the_read(o);
 }
 
 namespace {

@@ -67,28 +67,13 @@ TEST(CudaCoExec, DynamicTrainingWithCudaGraphsMatchesEager) {
 
 // A kernel that fails inside a co-executed run on the GPU (an index out of range, checked on
 // the device) surfaces at the read and at the next iteration(), naming the op.
-namespace {
-void expect_error_at_the_read(const progs::RunErrorOutcome& o) {
-  for (int i = 0; i < 12; ++i) {
-    if (i == 8 || i == 9) {
-      EXPECT_NE(o.errors[i].find("index_select"), std::string::npos)
-          << "iteration " << i << " did not report the out-of-range index: " << o.errors[i];
-    } else {
-      EXPECT_EQ(o.errors[i], "") << "iteration " << i;
-      EXPECT_EQ(o.read[i], 1.f) << "iteration " << i;
-    }
-  }
-  EXPECT_GE(o.stats.coexecuted, 2) << o.stats;
-}
-}  // namespace
-
 TEST(CudaCoExec, KernelErrorInsideARunSurfaces) {
   TERRA_REQUIRE_GPU();
-  expect_error_at_the_read(progs::kernel_error_in_run(tt::kCuda));
+  progs::expect_error_at_the_read(progs::kernel_error_in_run(tt::kCuda));
 }
 
 // With CUDA graphs on, index_select runs outside them (its check reads back): same report.
 TEST(CudaCoExec, KernelErrorSurfacesWithCudaGraphsOn) {
   TERRA_REQUIRE_GPU();
-  expect_error_at_the_read(progs::kernel_error_in_run(tt::kCuda, {.cuda_graphs = true}));
+  progs::expect_error_at_the_read(progs::kernel_error_in_run(tt::kCuda, {.cuda_graphs = true}));
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <terra/terra.hpp>
 
 namespace progs {
@@ -525,6 +526,20 @@ inline RunErrorOutcome kernel_error_in_run(tr::Device dev, tr::EngineOptions opt
   }
   o.stats = engine.stats();
   return o;
+}
+// What kernel_error_in_run must give: the error naming index_select at iteration 8's read and
+// once more at iteration 9's iteration(), every other iteration its value, and co-execution.
+inline void expect_error_at_the_read(const RunErrorOutcome& o) {
+  for (int i = 0; i < 12; ++i) {
+    if (i == 8 || i == 9) {
+      EXPECT_NE(o.errors[i].find("index_select"), std::string::npos)
+          << "iteration " << i << " did not report the out-of-range index: " << o.errors[i];
+    } else {
+      EXPECT_EQ(o.errors[i], "") << "iteration " << i;
+      EXPECT_EQ(o.read[i], 1.f) << "iteration " << i;
+    }
+  }
+  EXPECT_GE(o.stats.coexecuted, 2) << o.stats;
 }
 
 }  // namespace progs

@@ -586,10 +586,7 @@ class Engine final : public trace::Hook {
     Signal* sig = open_signal().get();
     for (size_t j = 0; j < call.inputs.size(); ++j) bind_external(node.ins[j].buf, call.inputs[j], sig);
     if (call.out) {
-      bind_external(node.outs[0].buf, *call.out, sig);
-      call.out->storage()->set_pending(sig);
-      call.out->storage()->version.fetch_add(1, std::memory_order_relaxed);
-      outs.push_back(*call.out);
+      outs.push_back(answer_in_place(node, *call.out, sig));
     } else {
       for (size_t k = 0; k < node.outs.size(); ++k) {
         const graph::ValueRef& o = node.outs[k];
@@ -628,10 +625,7 @@ class Engine final : public trace::Hook {
       bind_external(node.ins[j].buf, call.inputs[j], sig);
     OutList outs;
     if (call.out) {
-      bind_external(node.outs[0].buf, *call.out, sig);
-      call.out->storage()->set_pending(sig);
-      call.out->storage()->version.fetch_add(1, std::memory_order_relaxed);
-      outs.push_back(*call.out);
+      outs.push_back(answer_in_place(node, *call.out, sig));
     } else {
       for (size_t k = 0; k < p.metas.size(); ++k) {
         const OutMeta& m = p.metas[k];
@@ -648,6 +642,15 @@ class Engine final : public trace::Hook {
     if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
     ++stats_.ops_coexecuted;
     return outs;
+  }
+
+  // An in-place call's destination: bound as the node's output, pending until the run writes it,
+  // and one version on (as eager's write would have made it).
+  const Tensor& answer_in_place(const graph::IrNode& node, const Tensor& dest, Signal* sig) {
+    bind_external(node.outs[0].buf, dest, sig);
+    dest.storage()->set_pending(sig);
+    dest.storage()->version.fetch_add(1, std::memory_order_relaxed);
+    return dest;
   }
 
   // A tensor from outside the block, read or written by it: bound by reference for this run

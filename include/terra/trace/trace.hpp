@@ -8,8 +8,8 @@
 #pragma once
 
 #include <algorithm>
-#include <span>
 #include <cassert>
+#include <span>
 #include <string>
 #include <vector>
 
