@@ -262,6 +262,9 @@ class CpuExecutor {
     auto users = graph::buffer_users(p.ir);
     for (size_t b = 0; b < nb; ++b)
       if (!users[b].empty()) last_user_[b] = users[b].back();
+    last_reader_.assign(nb, -1);
+    for (int32_t n = 0; n < int32_t(p.ir.nodes.size()); ++n)
+      for (int32_t b : graph::read_bufs(p.ir.nodes[n])) last_reader_[b] = n;
     step_of_.resize(p.ir.nodes.size());
     for (size_t s = 0; s < p.steps.size(); ++s)
       for (int32_t n : p.steps[s].nodes) step_of_[n] = int32_t(s);
@@ -387,10 +390,9 @@ class CpuExecutor {
   // result. Nodes after the range may run later with storage not known yet: all count.
   void decide(const RunArgs& a) {
     const graph::Plan& p = *plan_;
-    need_.assign(p.ir.bufs.size(), 0);
+    need_.resize(p.ir.bufs.size());
+    for (size_t b = 0; b < need_.size(); ++b) need_[b] = last_reader_[b] >= a.end;
     act_.assign(p.ir.nodes.size(), kSkip);
-    for (int32_t n = int32_t(p.ir.nodes.size()) - 1; n >= a.end; --n)
-      for (int32_t b : graph::read_bufs(p.ir.nodes[n])) need_[b] = 1;
     for (int32_t n = a.end - 1; n >= a.begin; --n) {
       const graph::IrNode& node = p.ir.nodes[n];
       if (graph::is_view(node)) continue;
@@ -709,6 +711,7 @@ class CpuExecutor {
   std::vector<Ref<Storage>> arena_bufs_;     // per buffer: its arena slice (not owning)
   std::vector<int32_t> last_user_;           // per buffer: the last node naming it
   std::vector<int32_t> step_of_;             // per node
+  std::vector<int32_t> last_reader_;         // per buffer: the last node reading it, or -1
   std::vector<std::vector<int32_t>> scratch_;  // per step: intermediates it may keep in scratch
   std::vector<std::unique_ptr<detail::FusedProg>> progs_;  // per step: fused steps decoded
   std::vector<GraphSegment> segs_;     // device graphs (Arena::device_graphs)
