@@ -78,6 +78,14 @@ TEST(KernelThreads, Conv2dForwardAndBackward) {
   expect_same_bits_for_threads(
       [&] { return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], {}, 1, 1); }, {x1, w1}); },
       "conv2d 1->8");
+  Tensor xs = tt::random({16, 16, 33, 33}, DType::Float32, 8);  // strided, grouped, with bias
+  Tensor ws = tt::random({32, 8, 3, 3}, DType::Float32, 9), bs = tt::random({32}, DType::Float32, 10);
+  expect_same_bits_for_threads(
+      [&] {
+        return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], v[2], 2, 1, 1, 2); },
+                          {xs, ws, bs});
+      },
+      "conv2d 16->32 stride 2, 2 groups");
   Tensor xd = tt::random({8, 16, 20, 20}, DType::Float64, 6);
   Tensor wd = tt::random({16, 1, 3, 3}, DType::Float64, 7);
   expect_same_bits_for_threads(

@@ -125,19 +125,11 @@ void im2col_plane(const ConvGeom& g, const T* in, T* col, int64_t ld) {
   }
 }
 
-// Work between two BLAS calls runs on the calling thread: an OpenMP team there would fight
-// OpenBLAS's own (spinning) worker threads for the cores, which measured 5x slower.
-template <class T, class F>
-void between_blas(int64_t n, int64_t cost, const F& f) {
-  if (!kUsesBlas<T>) return parallel_for(n, cost, f);
-  if (n > 0) f(0, n);
-}
-
 // Images [n0, n0 + nb) of group gi as one im2col matrix [kdim, nb * opix] (image-major columns).
 template <class T>
 void im2col(const ConvGeom& g, const T* x, int64_t n0, int64_t nb, int64_t gi, T* col) {
   int64_t ld = nb * g.opix(), planes = nb * g.cg();
-  between_blas<T>(planes, g.kh * g.kw * g.opix(), [&](int64_t b, int64_t e) {
+  parallel_for(planes, g.kh * g.kw * g.opix(), [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
       int64_t img = p / g.cg(), ch = p % g.cg();
       const T* in = x + ((n0 + img) * g.c + gi * g.cg() + ch) * g.h * g.w;
@@ -157,26 +149,36 @@ void fill_bias(const ConvGeom& g, const T* bias, T* out, int64_t n0, int64_t nb,
 // How many images share one gemm: enough output columns to keep the gemm efficient on small
 // images, bounded so that the im2col buffer stays a few MB.
 inline int64_t conv_chunk(const ConvGeom& g) {
-  constexpr int64_t kMinCols = 2048, kMaxColElems = int64_t(1) << 22;
+  constexpr int64_t kMinCols = 1024, kMaxColElems = int64_t(1) << 22;
   int64_t nb = std::max<int64_t>(1, (kMinCols + g.opix() - 1) / g.opix());
   nb = std::min(nb, std::max<int64_t>(1, kMaxColElems / std::max<int64_t>(1, g.kdim() * g.opix())));
-  return std::min(nb, g.n);
+  return std::max<int64_t>(1, std::min(nb, g.n));  // at least 1, also for an empty batch
+}
+
+// Whether a conv's chunks of images (conv_chunk) go to threads whole, each doing its chunks'
+// im2col, gemm and copies alone, rather than one chunk at a time with every thread inside each
+// step: with enough chunks per thread this saves three fork-joins per chunk and keeps each
+// thread's im2col matrix in its own cache. Either way every chunk's products are the same
+// calls on the same data, so the bits do not depend on the choice.
+inline bool conv_by_chunks(const ConvGeom& g, int64_t nb) {
+  int64_t chunks = (g.n + nb - 1) / nb, threads = get_num_threads();
+  return threads > 1 && chunks >= 2 * threads;
 }
 
 template <class T>
 void conv_gemm(const ConvGeom& g, const T* x, const T* w, const T* bias, T* out) {
   int64_t nb = conv_chunk(g), kd = g.kdim(), np = g.opix();
   bool direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-  ScratchBuffer<T> col(direct && nb == 1 ? 0 : size_t(kd * nb * np));
-  ScratchBuffer<T> tmp(nb > 1 ? size_t(g.og() * nb * np) : 0);
-  for (int64_t n0 = 0; n0 < g.n; n0 += nb) {
+  size_t col_n = direct && nb == 1 ? 0 : size_t(kd * nb * np), tmp_n = nb > 1 ? size_t(g.og() * nb * np) : 0;
+  // Images [n0, n0 + nb), with im2col matrix col and product buffer tmp.
+  auto chunk = [&](int64_t n0, T* col, T* tmp) {
     int64_t cnt = std::min(nb, g.n - n0);
     for (int64_t gi = 0; gi < g.groups; ++gi) {
       MatRef<T> wa{w + gi * g.og() * kd, kd, 1};
       const T* cp = x + (n0 * g.c + gi * g.cg()) * g.h * g.w;  // a 1x1 conv reads x in place
       if (!(direct && nb == 1)) {
-        im2col(g, x, n0, cnt, gi, col.data());
-        cp = col.data();
+        im2col(g, x, n0, cnt, gi, col);
+        cp = col;
       }
       if (nb == 1) {  // write straight into out, on top of the bias
         fill_bias(g, bias, out, n0, 1, gi);
@@ -184,18 +186,28 @@ void conv_gemm(const ConvGeom& g, const T* x, const T* w, const T* bias, T* out)
         continue;
       }
       int64_t cols = cnt * np;
-      gemm<T>(g.og(), cols, kd, wa, {cp, cols, 1}, tmp.data(), cols, false);
-      between_blas<T>(cnt * g.og(), np, [&](int64_t b, int64_t e) {
+      gemm<T>(g.og(), cols, kd, wa, {cp, cols, 1}, tmp, cols, false);
+      parallel_for(cnt * g.og(), np, [&](int64_t b, int64_t e) {
         for (int64_t q = b; q < e; ++q) {
           int64_t img = q / g.og(), o = q % g.og(), oc = gi * g.og() + o;
-          const T* src = tmp.data() + o * cols + img * np;
+          const T* src = tmp + o * cols + img * np;
           T* dst = out + ((n0 + img) * g.o + oc) * np;
           T bv = bias ? bias[oc] : T(0);
           for (int64_t i = 0; i < np; ++i) dst[i] = src[i] + bv;
         }
       });
     }
+  };
+  int64_t chunks = (g.n + nb - 1) / nb;
+  if (conv_by_chunks(g, nb)) {
+    parallel_for(chunks, g.og() * g.groups * kd * nb * np, [&](int64_t b, int64_t e) {
+      ScratchBuffer<T> col(col_n), tmp(tmp_n);
+      for (int64_t q = b; q < e; ++q) chunk(q * nb, col.data(), tmp.data());
+    });
+    return;
   }
+  ScratchBuffer<T> col(col_n), tmp(tmp_n);
+  for (int64_t q = 0; q < chunks; ++q) chunk(q * nb, col.data(), tmp.data());
 }
 
 // Depthwise-style convolutions (one input channel per group): a direct loop per output plane,
@@ -274,7 +286,7 @@ void col2im_plane(const ConvGeom& g, const T* col, T* in, int64_t ld) {
 template <class T>
 void col2im(const ConvGeom& g, const T* col, int64_t n0, int64_t nb, int64_t gi, T* dx) {
   int64_t ld = nb * g.opix();
-  between_blas<T>(nb * g.cg(), g.kh * g.kw * g.opix(), [&](int64_t b, int64_t e) {
+  parallel_for(nb * g.cg(), g.kh * g.kw * g.opix(), [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
       int64_t img = p / g.cg(), ch = p % g.cg();
       T* in = dx + ((n0 + img) * g.c + gi * g.cg() + ch) * g.h * g.w;
@@ -294,45 +306,74 @@ void pack_grad(const ConvGeom& g, const T* go, int64_t n0, int64_t nb, int64_t g
     }
 }
 
-// Per group, over chunks of images: dW_g += G_g @ col^T (col = im2col of x) and
-// dcol = W_g^T @ G_g, added back onto dx by col2im. dx / dw may be null (not wanted).
+// Per chunk of images (conv_chunk) and group: the chunk's share of dW_g, G_g @ col^T (col =
+// im2col of x), and dcol = W_g^T @ G_g, added back onto dx by col2im. dW is the sum of the
+// chunks' shares added in chunk order, on one thread or many (conv_by_chunks), so its bits do
+// not depend on the threads. dx / dw may be null (not wanted).
 template <class T>
 void conv_backward_gemm(const ConvGeom& g, const T* go, const T* x, const T* w, T* dx, T* dw) {
-  int64_t nb = conv_chunk(g), kd = g.kdim(), np = g.opix();
+  int64_t nb = conv_chunk(g), kd = g.kdim(), np = g.opix(), chunks = (g.n + nb - 1) / nb;
   bool direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
   bool in_place = direct && nb == 1;  // a 1x1 conv's im2col matrix is x itself
-  ScratchBuffer<T> col(dw && !in_place ? size_t(kd * nb * np) : 0);
-  ScratchBuffer<T> dcol(dx && !in_place ? size_t(kd * nb * np) : 0);
-  ScratchBuffer<T> gbuf(nb > 1 ? size_t(g.og() * nb * np) : 0);
-  if (dw) std::fill_n(dw, g.o * kd, T(0));
+  size_t col_n = dw && !in_place ? size_t(kd * nb * np) : 0;
+  size_t dcol_n = dx && !in_place ? size_t(kd * nb * np) : 0;
+  size_t grad_n = nb > 1 ? size_t(g.og() * nb * np) : 0;
+  size_t part = dw ? size_t(g.o * kd) : 0;  // one chunk's share of dW
   if (dx && !in_place) std::fill_n(dx, g.n * g.c * g.h * g.w, T(0));
-  for (int64_t n0 = 0; n0 < g.n; n0 += nb) {
-    int64_t cnt = std::min(nb, g.n - n0), cols = cnt * np;
+  // Chunk q, with its scratch buffers; its dW share goes to share (overwritten).
+  auto chunk = [&](int64_t q, T* col, T* dcol, T* gbuf, T* share) {
+    int64_t n0 = q * nb, cnt = std::min(nb, g.n - n0), cols = cnt * np;
     for (int64_t gi = 0; gi < g.groups; ++gi) {
       const T* gp = go + (n0 * g.o + gi * g.og()) * np;
       if (nb > 1) {
-        pack_grad(g, go, n0, cnt, gi, gbuf.data());
-        gp = gbuf.data();
+        pack_grad(g, go, n0, cnt, gi, gbuf);
+        gp = gbuf;
       }
       const T* xg = x + (n0 * g.c + gi * g.cg()) * g.h * g.w;
       if (dw) {
         const T* cp = xg;
         if (!in_place) {
-          im2col(g, x, n0, cnt, gi, col.data());
-          cp = col.data();
+          im2col(g, x, n0, cnt, gi, col);
+          cp = col;
         }
-        gemm<T>(g.og(), kd, cols, {gp, cols, 1}, {cp, 1, cols}, dw + gi * g.og() * kd, kd, true);
+        gemm<T>(g.og(), kd, cols, {gp, cols, 1}, {cp, 1, cols}, share + gi * g.og() * kd, kd, false);
       }
       if (dx) {
         MatRef<T> wt{w + gi * g.og() * kd, 1, kd};  // W_g^T: [kd, og]
         if (in_place) {
           gemm<T>(kd, np, g.og(), wt, {gp, np, 1}, dx + (xg - x), np, false);
         } else {
-          gemm<T>(kd, cols, g.og(), wt, {gp, cols, 1}, dcol.data(), cols, false);
-          col2im(g, dcol.data(), n0, cnt, gi, dx);
+          gemm<T>(kd, cols, g.og(), wt, {gp, cols, 1}, dcol, cols, false);
+          col2im(g, dcol, n0, cnt, gi, dx);
         }
       }
     }
+  };
+  constexpr size_t kMaxSharesBytes = size_t(64) << 20;
+  if (conv_by_chunks(g, nb) && size_t(chunks) * part * sizeof(T) <= kMaxSharesBytes) {
+    ScratchBuffer<T> shares(size_t(chunks) * part);
+    parallel_for(chunks, 2 * g.o * kd * nb * np, [&](int64_t b, int64_t e) {
+      ScratchBuffer<T> col(col_n), dcol(dcol_n), gbuf(grad_n);
+      for (int64_t q = b; q < e; ++q)
+        chunk(q, col.data(), dcol.data(), gbuf.data(), shares.data() + size_t(q) * part);
+    });
+    parallel_for(int64_t(part), chunks, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        T sum = shares[size_t(i)];
+        for (int64_t q = 1; q < chunks; ++q) sum += shares[size_t(q) * part + size_t(i)];
+        dw[i] = sum;
+      }
+    });
+    return;
+  }
+  if (dw && chunks == 0) std::fill_n(dw, part, T(0));  // an empty batch
+  ScratchBuffer<T> col(col_n), dcol(dcol_n), gbuf(grad_n), share(chunks > 1 ? part : 0);
+  for (int64_t q = 0; q < chunks; ++q) {
+    chunk(q, col.data(), dcol.data(), gbuf.data(), q == 0 ? dw : share.data());
+    if (q > 0 && dw)
+      parallel_for(int64_t(part), 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) dw[i] += share[size_t(i)];
+      });
   }
 }
 
@@ -398,7 +439,7 @@ void conv_direct_backward(const ConvGeom& g, const T* go, const T* x, const T* w
 template <class T>
 void conv_bias_grad(const ConvGeom& g, const T* go, T* db) {
   int64_t np = g.opix();
-  between_blas<T>(g.o, g.n * np, [&](int64_t b, int64_t e) {
+  parallel_for(g.o, g.n * np, [&](int64_t b, int64_t e) {
     for (int64_t o = b; o < e; ++o) {
       T acc = 0;
       for (int64_t n = 0; n < g.n; ++n) {
