@@ -57,6 +57,16 @@ const terra::Shape kConvX{8, 64, 56, 56};
 const terra::Shape kConvW{64, 64, 3, 3};
 double conv_flops() { return 2.0 * 8 * 64 * 56 * 56 * 64 * 3 * 3; }
 
+// The small-image convs of the sdpoint/dropblock programs: x [16, c, s, s], w [c, c, 3, 3],
+// stride 1, padding 1; the case's args are (c, s). Forward, and backward (grad_input and
+// grad_weight, as a training step's conv without bias asks for).
+const terra::Shape small_x(const benchmark::State& st) { return {16, st.range(0), st.range(1), st.range(1)}; }
+const terra::Shape small_w(const benchmark::State& st) { return {st.range(0), st.range(0), 3, 3}; }
+double small_flops(const benchmark::State& st) {
+  return 2.0 * 16 * double(st.range(0) * st.range(0) * st.range(1) * st.range(1)) * 9;
+}
+#define TERRA_SMALL_CONV_ARGS ->Args({16, 32})->Args({32, 16})->Args({64, 8})
+
 // ---- terra ----
 void BM_terra_add8(benchmark::State& state) {
   terra::Tensor a = input({8}), b = input({8});
@@ -74,6 +84,18 @@ void BM_terra_conv2d_resnet(benchmark::State& state) {
   terra::Tensor x = input(kConvX), w = input(kConvW);
   set_flops(state, conv_flops());
   run(state, [&] { return terra::conv2d(x, w, terra::Tensor(), 1, 1); });
+}
+
+void BM_terra_conv2d_small(benchmark::State& state) {
+  terra::Tensor x = input(small_x(state)), w = input(small_w(state));
+  set_flops(state, small_flops(state));
+  run(state, [&] { return terra::conv2d(x, w, terra::Tensor(), 1, 1); });
+}
+
+void BM_terra_conv2d_small_backward(benchmark::State& state) {
+  terra::Tensor x = input(small_x(state)), w = input(small_w(state)), g = input(small_x(state));
+  set_flops(state, 2 * small_flops(state));
+  run(state, [&] { return terra::conv2d_backward(g, x, w, 1, 1, 1, 1, {true, true, false}); });
 }
 
 void BM_terra_softmax_64x1024(benchmark::State& state) {
@@ -99,6 +121,8 @@ void BM_terra_gelu_backward_64x4096(benchmark::State& state) {
 BENCHMARK(BM_terra_add8)->UseRealTime();
 BENCHMARK(BM_terra_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_conv2d_resnet)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_terra_conv2d_small) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_terra_conv2d_small_backward) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -142,6 +166,23 @@ void BM_torch_conv2d_resnet(benchmark::State& state) {
   run(state, [&] { return at::conv2d(x, w, {}, 1, 1); });
 }
 
+void BM_torch_conv2d_small(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
+  at::Tensor x = torch_input(small_x(state)), w = torch_input(small_w(state));
+  set_flops(state, small_flops(state));
+  run(state, [&] { return at::conv2d(x, w, {}, 1, 1); });
+}
+
+void BM_torch_conv2d_small_backward(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
+  at::Tensor x = torch_input(small_x(state)), w = torch_input(small_w(state)), g = torch_input(small_x(state));
+  set_flops(state, 2 * small_flops(state));
+  run(state, [&] {
+    return at::convolution_backward(g, x, w, c10::nullopt, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
+                                    {true, true, false});
+  });
+}
+
 void BM_torch_softmax_64x1024(benchmark::State& state) {
   terra_bench::torch_blas_threads();
   at::Tensor x = torch_input({64, 1024});
@@ -170,6 +211,8 @@ BENCHMARK(BM_torch_add8)->UseRealTime();
 BENCHMARK(BM_torch_add8_inference_mode)->UseRealTime();
 BENCHMARK(BM_torch_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_conv2d_resnet)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_torch_conv2d_small) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_torch_conv2d_small_backward) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
