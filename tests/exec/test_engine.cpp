@@ -67,6 +67,56 @@ TEST(CoExec, DropBlockDecisionsGiveLinearlyManyBlocks) {
   // Four independent decisions: O(k) blocks although many of the 16 paths occur.
   EXPECT_GT(c.stats.paths, 4);
   EXPECT_LE(c.stats.blocks, 30);
+  // A new combination of decisions that only strings known blocks together in a new order
+  // goes on co-executing along the new edge (a jump) instead of falling back.
+  EXPECT_GE(c.stats.jumps, 1);
+  EXPECT_LE(c.stats.fallbacks, 10);
+}
+
+// Three host decisions walked through all 8 combinations, each held for 6 steps: every new
+// combination after the first few is made of blocks already compiled, joined by edges never
+// traced. Those iterations jump along the new edges (validated call by call) rather than fall
+// back, and the results are still eager's, bit for bit.
+TEST(CoExec, NewCombinationsOfKnownBlocksJump) {
+  auto run = [](bool engine, bool jump = true) {
+    progs::Outcome o;
+    terra::thread_manual_seed(9);
+    terra::nn::Linear in(6, 12), out(12, 3);
+    std::vector<terra::nn::Linear> blocks;
+    for (int i = 0; i < 3; ++i) blocks.emplace_back(12, 12);
+    std::vector<terra::Tensor> params = in->parameters();
+    for (auto& b : blocks)
+      for (auto& p : b->parameters()) params.push_back(p);
+    for (auto& p : out->parameters()) params.push_back(p);
+    terra::optim::SGD opt(params, {.lr = 0.05});
+    std::mt19937 rng(11);
+    // Gray-code order, so that consecutive combinations differ in one decision.
+    const int order[8] = {7, 6, 4, 5, 1, 0, 2, 3};
+    progs::loop(48, engine, o, [&](int step) {
+      int combo = order[step / 6];
+      terra::Tensor x = progs::host_batch(rng, 5, 6), y = progs::host_batch(rng, 5, 3);
+      terra::Tensor h = terra::tanh(in(x));
+      for (int k = 0; k < 3; ++k)
+        if (combo >> k & 1) h = h + terra::relu(blocks[k](h));
+      terra::Tensor loss = terra::nn::functional::mse_loss(out(h), y);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      o.decisions.push_back(combo);
+      o.fetched.push_back(loss.item<double>());
+    }, terra::EngineOptions{.jump = jump});
+    progs::collect(o, params);
+    return o;
+  };
+  auto e = run(false), c = run(true), off = run(true, false);
+  expect_same(e, c);
+  expect_same(e, off);
+  std::cout << c.stats << "\n" << off.stats << "\n";
+  EXPECT_EQ(c.stats.iterations, 48);
+  EXPECT_EQ(c.stats.eager + c.stats.traced + c.stats.coexecuted + c.stats.fallbacks, 48);
+  EXPECT_GE(c.stats.jumps, 1);
+  EXPECT_EQ(off.stats.jumps, 0);
+  EXPECT_LT(c.stats.fallbacks, off.stats.fallbacks);
 }
 
 TEST(CoExec, DataDependentLoop) {

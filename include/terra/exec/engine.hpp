@@ -54,6 +54,10 @@ struct EngineOptions {
   /// co-execution at a call that starts a compiled block. Off by default: on the 2-core CPU
   /// the paper programs ran no faster with it (docs/coexecution.md).
   bool resume = false;
+  /// While an iteration co-executes, go on along an edge never traced when the call starts a
+  /// compiled block (host decisions combined in a new way) instead of falling back; the trace
+  /// is merged at the end. EngineStats::jumps counts them.
+  bool jump = true;
   bool timeline = false;        ///< record host/runner spans for write_timeline()
   /// Run each stretch of a compiled block's device (CUDA) kernels as one CUDA graph: recorded
   /// with stream capture at every run and updated in place (cudaGraphExecUpdate), so changing
@@ -87,6 +91,9 @@ struct EngineStats {
   int64_t ops_coexecuted = 0;  ///< op calls answered with lazy handles
   int64_t ops_fast = 0;        ///< of those, matched on the fast path (no shape inference)
   int64_t resumes = 0;         ///< times co-execution resumed inside a recording iteration
+  /// Times a co-executing iteration went on into a compiled block along an edge never traced
+  /// (host decisions combined in a new way): no fallback, and the trace is merged.
+  int64_t jumps = 0;
   std::map<std::string, int64_t> reasons;  ///< why iterations were traced again, with counts
   // EngineOptions::cuda_graphs:
   int64_t graph_launches = 0;  ///< stretches of device kernels launched as one CUDA graph
@@ -103,7 +110,7 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
      << s.coexecuted << ", fallen back " << s.fallbacks << "), blocks " << s.blocks
      << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
      << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted << " (fast "
-     << s.ops_fast << "), resumes " << s.resumes;
+     << s.ops_fast << "), resumes " << s.resumes << ", jumps " << s.jumps;
   if (s.graph_launches || s.graph_failures || !s.not_captured.empty())
     os << ", CUDA graphs " << s.graph_launches << " (" << s.graph_kernels << " kernels, "
        << s.graph_failures << " failed recordings)";
@@ -230,6 +237,8 @@ class Engine final : public trace::Hook {
     path_.clear();
     diverged_.clear();
     resumed_ = false;
+    jumped_ = false;
+    jumps_left_ = opts_.jump ? kJumpBudget : 0;
     resume_budget_ = opts_.resume && !opts_.unchecked_replay ? kResumeBudget : 0;
     iter_t0_ = opts_.timeline ? exec::now_us() : 0;
     if (started_coexec_) {
@@ -257,7 +266,7 @@ class Engine final : public trace::Hook {
       }
     }
     // A trace that resumed co-execution after recording is merged all the same.
-    bool record = mode_ == trace::Mode::Tracing || resumed_;
+    bool record = mode_ == trace::Mode::Tracing || resumed_ || jumped_;
     if (started_coexec_ && diverged_.empty()) {
       ++stats_.coexecuted;
     } else if (started_coexec_) {
@@ -467,17 +476,45 @@ class Engine final : public trace::Hook {
   // when the host has passed the end of its block. Empty string: found; else why not.
   const char* find_node(const trace::OpRecord& r) {
     const trace::Block& b = gs_->graph.blocks[block_];
-    if (idx_ < b.ir.nodes.size())
-      return trace::match_node(b, int32_t(idx_), r, bind_) ? "" : "op differs from the traced one";
-    for (int32_t s : b.succ) {
+    const char* why = "host took a path never traced";
+    if (idx_ < b.ir.nodes.size()) {
+      if (trace::match_node(b, int32_t(idx_), r, bind_)) return "";
+      why = "op differs from the traced one";
+    } else {
+      for (int32_t s : b.succ) {
+        bind_.reset(rec_.trace().bufs.size(), gs_->graph.blocks[s].ir.bufs.size());
+        if (!trace::match_node(gs_->graph.blocks[s], 0, r, bind_)) continue;
+        if (!ready(s)) return "path not traced often enough to be compiled";
+        launch_segment(int32_t(idx_));
+        enter_block(s, false);
+        return "";
+      }
+    }
+    return jump(r) ? "" : why;
+  }
+
+  // The call leaves the traced paths (a node it does not match, or no successor it starts),
+  // but it starts a compiled block elsewhere in the graph: the host combined its decisions in
+  // a way never traced (k independent branches make up to 2^k paths over k^2 edges). Going on
+  // there is as safe as following a traced edge: every later call is still validated node by
+  // node, and what the current block ran so far is launched as it would be for a host read.
+  // The iteration is merged at its end, so the graph learns the edge. At most kJumpBudget per
+  // iteration: blocks that match only their first few calls must not turn a step into many
+  // tiny runs.
+  bool jump(const trace::OpRecord& r) {
+    auto it = gs_->entries.find(r.site.place());
+    if (it == gs_->entries.end() || jumps_left_ <= 0) return false;
+    --jumps_left_;
+    for (int32_t s : it->second) {
       bind_.reset(rec_.trace().bufs.size(), gs_->graph.blocks[s].ir.bufs.size());
-      if (!trace::match_node(gs_->graph.blocks[s], 0, r, bind_)) continue;
-      if (!ready(s)) return "path not traced often enough to be compiled";
+      if (!trace::match_node(gs_->graph.blocks[s], 0, r, bind_) || !ready(s)) continue;
       launch_segment(int32_t(idx_));
       enter_block(s, false);
-      return "";
+      jumped_ = true;
+      ++stats_.jumps;
+      return true;
     }
-    return "host took a path never traced";
+    return false;
   }
 
   // EngineOptions::unchecked_replay: the next captured node, whatever this call is; past a
@@ -687,6 +724,9 @@ class Engine final : public trace::Hook {
   // calls co-executed since the last resume.
   static constexpr int kResumeBudget = 4, kResumeMinOps = 8;
   bool resumed_ = false;
+  static constexpr int kJumpBudget = 8;
+  bool jumped_ = false;  // went along an edge never traced (jump()): merge the trace
+  int jumps_left_ = 0;
   int resume_budget_ = 0;
   int64_t resumed_ops_ = 0;
   // the walk through the current block
