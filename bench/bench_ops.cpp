@@ -98,6 +98,22 @@ void BM_terra_conv2d_small_backward(benchmark::State& state) {
   run(state, [&] { return terra::conv2d_backward(g, x, w, 1, 1, 1, 1, {true, true, false}); });
 }
 
+#if defined(TERRA_HAS_DNNL)
+// The same convolutions on terra's im2col + gemm path (float32 takes oneDNN in this build).
+struct GemmConvPath {
+  GemmConvPath() { terra::cpu_use_dnnl() = false; }
+  ~GemmConvPath() { terra::cpu_use_dnnl() = true; }
+};
+void BM_terra_conv2d_small_gemm(benchmark::State& state) {
+  GemmConvPath gemm;
+  BM_terra_conv2d_small(state);
+}
+void BM_terra_conv2d_small_backward_gemm(benchmark::State& state) {
+  GemmConvPath gemm;
+  BM_terra_conv2d_small_backward(state);
+}
+#endif
+
 void BM_terra_softmax_64x1024(benchmark::State& state) {
   terra::Tensor x = input({64, 1024});
   run(state, [&] { return terra::softmax(x, -1); });
@@ -123,6 +139,10 @@ BENCHMARK(BM_terra_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::
 BENCHMARK(BM_terra_conv2d_resnet)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_terra_conv2d_small) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_conv2d_small_backward) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
+#if defined(TERRA_HAS_DNNL)
+BENCHMARK(BM_terra_conv2d_small_gemm) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_terra_conv2d_small_backward_gemm) TERRA_SMALL_CONV_ARGS->UseRealTime()->Unit(benchmark::kMicrosecond);
+#endif
 BENCHMARK(BM_terra_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -11,7 +11,7 @@ with_conan=1
 [ "${1:-}" = "--no-conan" ] && with_conan=0
 
 packages=(build-essential cmake libgtest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev
-          doxygen)
+          libdnnl-dev ocl-icd-opencl-dev doxygen)
 
 # Conan 2 from pip: the pip on PATH, else `python3 -m pip` (also --user), else a private
 # virtual environment in .deps/conan-venv (Debian's python3 refuses system-wide pip installs,

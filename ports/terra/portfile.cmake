@@ -14,6 +14,7 @@ vcpkg_check_features(OUT_FEATURE_OPTIONS FEATURE_OPTIONS
     openblas TERRA_USE_CBLAS
 )
 
+# oneDNN (TERRA_USE_DNNL) stays off: the package must not depend on what happens to be installed.
 # The cuda and cudnn features only bring their vcpkg dependencies: the installed package
 # creates terra::cuda itself when a consumer asks for the component, so nothing is configured
 # for CUDA here.
@@ -26,6 +27,7 @@ vcpkg_cmake_configure(
     -DTERRA_BUILD_BENCH=OFF
     -DTERRA_INSTALL=ON
     -DTERRA_WITH_CUDA=OFF
+    -DTERRA_USE_DNNL=OFF
     -DTERRA_INSTALL_CMAKEDIR=share/terra
 )
 vcpkg_cmake_install()

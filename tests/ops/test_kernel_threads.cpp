@@ -65,36 +65,113 @@ Outputs with_grads(const std::function<Tensor(const Outputs&)>& f, const Outputs
   return out;
 }
 
+// The paths float32 convolutions can take in this build: oneDNN (where built in), and
+// im2col + gemm.
+std::vector<bool> conv_paths() {
+#if defined(TERRA_HAS_DNNL)
+  return {true, false};
+#else
+  return {false};
+#endif
+}
+void set_dnnl_conv([[maybe_unused]] bool on) {
+#if defined(TERRA_HAS_DNNL)
+  tr::cpu_use_dnnl() = on;
+#endif
+}
+
 }  // namespace
 
+// Float32 convolutions go through oneDNN where the build has it, else im2col + gemm: both
+// paths give the same bits for any thread count.
 TEST(KernelThreads, Conv2dForwardAndBackward) {
-  Tensor x = tt::random({8, 3, 24, 24}, DType::Float32, 1);
-  Tensor w = tt::random({16, 3, 3, 3}, DType::Float32, 2), b = tt::random({16}, DType::Float32, 3);
-  expect_same_bits_for_threads(
-      [&] { return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], v[2], 1, 1); }, {x, w, b}); },
-      "conv2d 3->16");
-  Tensor x1 = tt::random({32, 1, 16, 16}, DType::Float32, 4);
-  Tensor w1 = tt::random({8, 1, 3, 3}, DType::Float32, 5);
-  expect_same_bits_for_threads(
-      [&] { return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], {}, 1, 1); }, {x1, w1}); },
-      "conv2d 1->8");
-  Tensor xs = tt::random({16, 16, 33, 33}, DType::Float32, 8);  // strided, grouped, with bias
-  Tensor ws = tt::random({32, 8, 3, 3}, DType::Float32, 9), bs = tt::random({32}, DType::Float32, 10);
-  expect_same_bits_for_threads(
-      [&] {
-        return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], v[2], 2, 1, 1, 2); },
-                          {xs, ws, bs});
-      },
-      "conv2d 16->32 stride 2, 2 groups");
-  Tensor xd = tt::random({8, 16, 20, 20}, DType::Float64, 6);
-  Tensor wd = tt::random({16, 1, 3, 3}, DType::Float64, 7);
-  expect_same_bits_for_threads(
-      [&] {
-        return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], {}, 1, 1, 1, 16); },
-                          {xd, wd});
-      },
-      "depthwise conv2d");
+  for (bool dnnl : conv_paths()) {
+    set_dnnl_conv(dnnl);
+    SCOPED_TRACE(dnnl ? "oneDNN" : "im2col + gemm");
+    Tensor x = tt::random({8, 3, 24, 24}, DType::Float32, 1);
+    Tensor w = tt::random({16, 3, 3, 3}, DType::Float32, 2), b = tt::random({16}, DType::Float32, 3);
+    expect_same_bits_for_threads(
+        [&] { return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], v[2], 1, 1); }, {x, w, b}); },
+        "conv2d 3->16");
+    Tensor x1 = tt::random({32, 1, 16, 16}, DType::Float32, 4);
+    Tensor w1 = tt::random({8, 1, 3, 3}, DType::Float32, 5);
+    expect_same_bits_for_threads(
+        [&] { return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], {}, 1, 1); }, {x1, w1}); },
+        "conv2d 1->8");
+    Tensor xs = tt::random({16, 16, 33, 33}, DType::Float32, 8);  // strided, grouped, with bias
+    Tensor ws = tt::random({32, 8, 3, 3}, DType::Float32, 9), bs = tt::random({32}, DType::Float32, 10);
+    expect_same_bits_for_threads(
+        [&] {
+          return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], v[2], 2, 1, 1, 2); },
+                            {xs, ws, bs});
+        },
+        "conv2d 16->32 stride 2, 2 groups");
+    Tensor xd = tt::random({8, 16, 20, 20}, DType::Float64, 6);
+    Tensor wd = tt::random({16, 1, 3, 3}, DType::Float64, 7);
+    expect_same_bits_for_threads(
+        [&] {
+          return with_grads([](auto& v) { return tr::conv2d(v[0], v[1], {}, 1, 1, 1, 16); },
+                            {xd, wd});
+        },
+        "depthwise conv2d");
+  }
+  set_dnnl_conv(true);
 }
+
+#if defined(TERRA_HAS_DNNL)
+// The oneDNN path against the im2col + gemm one (float32 both; different summation orders):
+// forward, grad_input, grad_weight and grad_bias agree to float32 rounding, over strides,
+// dilations, groups, 1x1 and 5x5 kernels, batches that leave a shorter last chunk, a batch of
+// one and an unbatched input.
+TEST(Conv2dOneDnn, AgreesWithGemmPath) {
+  struct Case {
+    Shape x;
+    int64_t o, k, stride, pad, dil, groups;
+    bool bias;
+  };
+  const Case cases[] = {
+      {{16, 16, 32, 32}, 16, 3, 1, 1, 1, 1, true},  {{16, 64, 8, 8}, 64, 3, 1, 1, 1, 1, false},
+      {{5, 3, 13, 11}, 8, 3, 2, 1, 1, 1, true},     {{7, 8, 9, 10}, 12, 3, 1, 2, 2, 2, true},
+      {{3, 6, 7, 7}, 6, 1, 1, 0, 1, 1, false},      {{9, 16, 33, 33}, 16, 3, 2, 1, 1, 2, true},
+      {{1, 4, 5, 5}, 4, 5, 1, 2, 1, 1, true},       {{8, 8, 6, 6}, 8, 3, 1, 0, 1, 1, true},
+      {{4, 6, 10, 10}, 6, 3, 3, 0, 1, 3, true},     {{32, 20, 12, 12}, 24, 3, 1, 1, 1, 1, true}};
+  int seed = 20;
+  for (const Case& c : cases) {
+    std::ostringstream what;
+    what << "x " << c.x << " o " << c.o << " k " << c.k << " stride " << c.stride << " pad " << c.pad
+         << " dilation " << c.dil << " groups " << c.groups;
+    Tensor x = tt::random(c.x, DType::Float32, ++seed);
+    Tensor w = tt::random({c.o, c.x[1] / c.groups, c.k, c.k}, DType::Float32, ++seed);
+    Tensor b = tt::random({c.o}, DType::Float32, ++seed);
+    auto run = [&](bool dnnl) {
+      set_dnnl_conv(dnnl);
+      Outputs o = with_grads(
+          [&](auto& v) {
+            return tr::conv2d(v[0], v[1], v.size() == 3 ? v[2] : Tensor(), c.stride, c.pad, c.dil, c.groups);
+          },
+          c.bias ? Outputs{x, w, b} : Outputs{x, w});
+      set_dnnl_conv(true);
+      return o;
+    };
+    Outputs fast = run(true), ref = run(false);
+    ASSERT_EQ(fast.size(), ref.size()) << what.str();
+    for (size_t i = 0; i < fast.size(); ++i) {
+      ASSERT_TRUE(fast[i].defined() && ref[i].defined()) << what.str() << ": output " << i;
+      double scale = 1 + tr::abs(ref[i]).max().item<double>();
+      double diff = tr::abs(fast[i] - ref[i]).max().item<double>();
+      EXPECT_LE(diff, 2e-5 * scale) << what.str() << ": output " << i;
+    }
+  }
+  // Unbatched [C, H, W]: the same as a batch of one.
+  Tensor x3 = tt::random({6, 9, 9}, DType::Float32, 40), w3 = tt::random({4, 6, 3, 3}, DType::Float32, 41);
+  Tensor y3 = tr::conv2d(x3, w3, {}, 1, 1);
+  set_dnnl_conv(false);
+  Tensor r3 = tr::conv2d(x3, w3, {}, 1, 1);
+  set_dnnl_conv(true);
+  EXPECT_EQ(y3.shape(), (Shape{4, 9, 9}));
+  EXPECT_LE(tr::abs(y3 - r3).max().item<double>(), 2e-5 * (1 + tr::abs(r3).max().item<double>()));
+}
+#endif
 
 TEST(KernelThreads, Pools) {
   Tensor x = tt::random({16, 8, 32, 32}, DType::Float32, 8);

@@ -110,4 +110,16 @@ inline bool& cpu_use_avx512() {
   return on;
 }
 
+/// Whether float32 CPU convolutions take oneDNN (backend/cpu/conv_dnnl.hpp): true in builds
+/// with it (TERRA_HAS_DNNL), always false otherwise. Tests and benchmarks turn it off to
+/// compare with the im2col + gemm path. Set it between ops, not while a graph runner runs.
+inline bool& cpu_use_dnnl() {
+#if defined(TERRA_HAS_DNNL)
+  static bool on = true;
+#else
+  static bool on = false;
+#endif
+  return on;
+}
+
 }  // namespace terra

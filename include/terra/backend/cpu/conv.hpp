@@ -13,6 +13,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "terra/backend/cpu/conv_dnnl.hpp"
 #include "terra/backend/cpu/linalg.hpp"
 #include "terra/ops/conv.hpp"
 
@@ -238,6 +239,12 @@ void conv_direct(const ConvGeom& g, const T* x, const T* w, const T* bias, T* ou
   });
 }
 
+#if defined(TERRA_HAS_DNNL)
+inline dnnl_conv::Shape dnnl_shape(const ConvGeom& g, bool bias) {
+  return {g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.oh, g.ow, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, bias};
+}
+#endif
+
 inline void conv2d_kernel(const OpCall& c, std::span<Tensor> outs) {
   Tensor& out = outs[0];
   if (out.numel() == 0) return;
@@ -245,6 +252,12 @@ inline void conv2d_kernel(const OpCall& c, std::span<Tensor> outs) {
   DType dt = out.dtype();
   Tensor x = contiguous_as(c.inputs[0], dt), w = contiguous_as(c.inputs[1], dt);
   Tensor b = c.inputs.size() == 3 ? contiguous_as(c.inputs[2], dt) : Tensor();
+#if defined(TERRA_HAS_DNNL)
+  if (dt == DType::Float32 &&
+      dnnl_conv::forward(dnnl_shape(g, b.defined()), x.data_ptr<float>(), w.data_ptr<float>(),
+                         b.defined() ? b.data_ptr<float>() : nullptr, out.data_ptr<float>()))
+    return;
+#endif
   TERRA_DISPATCH_COMPUTE(dt, "conv2d", {
     if constexpr (!std::is_same_v<T, bool>) {
       const T* bp = b.defined() ? b.data_ptr<T>() : nullptr;
@@ -459,6 +472,15 @@ inline void conv2d_backward_kernel(const OpCall& c, std::span<Tensor> outs) {
   Tensor go = contiguous_as(c.inputs[0], dt), x = contiguous_as(c.inputs[1], dt);
   Tensor w = contiguous_as(c.inputs[2], dt);
   ConvGeom g = conv_geom(x, w, v.data(), go);
+#if defined(TERRA_HAS_DNNL)
+  if (dt == DType::Float32 &&
+      dnnl_conv::backward(dnnl_shape(g, false), go.data_ptr<float>(), x.data_ptr<float>(),
+                          w.data_ptr<float>(), gx ? gx->data_ptr<float>() : nullptr,
+                          gw ? gw->data_ptr<float>() : nullptr)) {
+    if (gb) conv_bias_grad<float>(g, go.data_ptr<float>(), gb->data_ptr<float>());
+    return;
+  }
+#endif
   TERRA_DISPATCH_FLOAT(dt, "conv2d_backward", {
     const T *gp = go.data_ptr<T>(), *xp = x.data_ptr<T>(), *wp = w.data_ptr<T>();
     T* dx = gx ? gx->data_ptr<T>() : nullptr;
