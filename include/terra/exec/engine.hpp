@@ -437,21 +437,35 @@ class Engine final : public trace::Hook {
     auto it = gs_->entries.find(r.site.place());
     if (it == gs_->entries.end()) return false;
     expect_outputs(call, p, r);
-    for (int32_t b : it->second) {
+    int32_t b = entry_block(it->second, r, false);
+    if (b < 0) {
+      r.outs.clear();
+      r.out_alias.clear();
+      return false;
+    }
+    mode_ = trace::Mode::CoExecuting;
+    resumed_ = true;
+    resumed_ops_ = 0;
+    ++stats_.resumes;
+    enter_block(b, false);
+    return true;
+  }
+
+  // Of the blocks `candidates` (gs_->entries at r's place), the first whose node 0 the call r
+  // is, compiled, with r's buffers bound to it; -1 if none. with_variants: a block of known
+  // code counts once ready() says so; else it must have been traced compile_after times.
+  int32_t entry_block(const std::vector<int32_t>& candidates, const trace::OpRecord& r,
+                      bool with_variants) {
+    for (int32_t b : candidates) {
       const trace::Block& blk = gs_->graph.blocks[b];
       bind_.reset(rec_.trace().bufs.size(), blk.ir.bufs.size());
-      if (blk.seen < opts_.compile_after || !trace::match_node(blk, 0, r, bind_)) continue;
+      if (!with_variants && blk.seen < opts_.compile_after) continue;
+      if (!trace::match_node(blk, 0, r, bind_)) continue;
+      if (with_variants && !ready(b)) continue;
       compiled(b);
-      mode_ = trace::Mode::CoExecuting;
-      resumed_ = true;
-      resumed_ops_ = 0;
-      ++stats_.resumes;
-      enter_block(b, false);
-      return true;
+      return b;
     }
-    r.outs.clear();
-    r.out_alias.clear();
-    return false;
+    return -1;
   }
 
   // The record's outputs as they will be, before they exist.
@@ -505,16 +519,13 @@ class Engine final : public trace::Hook {
     auto it = gs_->entries.find(r.site.place());
     if (it == gs_->entries.end() || jumps_left_ <= 0) return false;
     --jumps_left_;
-    for (int32_t s : it->second) {
-      bind_.reset(rec_.trace().bufs.size(), gs_->graph.blocks[s].ir.bufs.size());
-      if (!trace::match_node(gs_->graph.blocks[s], 0, r, bind_) || !ready(s)) continue;
-      launch_segment(int32_t(idx_));
-      enter_block(s, false);
-      jumped_ = true;
-      ++stats_.jumps;
-      return true;
-    }
-    return false;
+    int32_t b = entry_block(it->second, r, true);
+    if (b < 0) return false;
+    launch_segment(int32_t(idx_));
+    enter_block(b, false);
+    jumped_ = true;
+    ++stats_.jumps;
+    return true;
   }
 
   // EngineOptions::unchecked_replay: the next captured node, whatever this call is; past a

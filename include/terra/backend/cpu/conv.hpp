@@ -14,6 +14,7 @@
 #endif
 
 #include "terra/backend/cpu/conv_dnnl.hpp"
+#include "terra/backend/cpu/conv_shares.hpp"
 #include "terra/backend/cpu/linalg.hpp"
 #include "terra/ops/conv.hpp"
 
@@ -161,8 +162,8 @@ inline int64_t conv_chunk(const ConvGeom& g) {
 // step: with enough chunks per thread this saves three fork-joins per chunk and keeps each
 // thread's im2col matrix in its own cache. Either way every chunk's products are the same
 // calls on the same data, so the bits do not depend on the choice.
-inline bool conv_by_chunks(const ConvGeom& g, int64_t nb) {
-  int64_t chunks = (g.n + nb - 1) / nb, threads = get_num_threads();
+inline bool conv_by_chunks(int64_t chunks) {
+  int64_t threads = get_num_threads();
   return threads > 1 && chunks >= 2 * threads;
 }
 
@@ -200,7 +201,7 @@ void conv_gemm(const ConvGeom& g, const T* x, const T* w, const T* bias, T* out)
     }
   };
   int64_t chunks = (g.n + nb - 1) / nb;
-  if (conv_by_chunks(g, nb)) {
+  if (conv_by_chunks(chunks)) {
     parallel_for(chunks, g.og() * g.groups * kd * nb * np, [&](int64_t b, int64_t e) {
       ScratchBuffer<T> col(col_n), tmp(tmp_n);
       for (int64_t q = b; q < e; ++q) chunk(q * nb, col.data(), tmp.data());
@@ -363,30 +364,21 @@ void conv_backward_gemm(const ConvGeom& g, const T* go, const T* x, const T* w, 
     }
   };
   constexpr size_t kMaxSharesBytes = size_t(64) << 20;
-  if (conv_by_chunks(g, nb) && size_t(chunks) * part * sizeof(T) <= kMaxSharesBytes) {
+  if (conv_by_chunks(chunks) && size_t(chunks) * part * sizeof(T) <= kMaxSharesBytes) {
     ScratchBuffer<T> shares(size_t(chunks) * part);
     parallel_for(chunks, 2 * g.o * kd * nb * np, [&](int64_t b, int64_t e) {
       ScratchBuffer<T> col(col_n), dcol(dcol_n), gbuf(grad_n);
       for (int64_t q = b; q < e; ++q)
         chunk(q, col.data(), dcol.data(), gbuf.data(), shares.data() + size_t(q) * part);
     });
-    parallel_for(int64_t(part), chunks, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        T sum = shares[size_t(i)];
-        for (int64_t q = 1; q < chunks; ++q) sum += shares[size_t(q) * part + size_t(i)];
-        dw[i] = sum;
-      }
-    });
+    add_shares(dw, shares.data(), chunks, part, false);
     return;
   }
   if (dw && chunks == 0) std::fill_n(dw, part, T(0));  // an empty batch
   ScratchBuffer<T> col(col_n), dcol(dcol_n), gbuf(grad_n), share(chunks > 1 ? part : 0);
   for (int64_t q = 0; q < chunks; ++q) {
     chunk(q, col.data(), dcol.data(), gbuf.data(), q == 0 ? dw : share.data());
-    if (q > 0 && dw)
-      parallel_for(int64_t(part), 1, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) dw[i] += share[size_t(i)];
-      });
+    if (q > 0 && dw) add_shares(dw, share.data(), 1, part, true);
   }
 }
 

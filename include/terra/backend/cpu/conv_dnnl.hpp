@@ -6,7 +6,7 @@
 // oneDNN's direct kernels want its blocked layouts (channels in blocks of 16); on terra's plain
 // NCHW/OIHW tensors it would pick its own im2col + gemm, no faster than terra's. So every call
 // reorders: weights once per call, activations per chunk of images, and the results back.
-// Even so it is 2-4x terra's gemm path on the small images of the paper programs
+// Even so it is 1.9-2.3x terra's gemm path on the small images of the paper programs
 // (docs/benchmarks.md).
 //
 // terra calls oneDNN's C API: nvcc (which compiles terra's headers in CUDA units too) stops
@@ -14,7 +14,7 @@
 //
 // Threads and bits. terra's loops run on its own teams (core/team.hpp), not in OpenMP regions,
 // and a graph runner must never start an OpenMP team (an absent member stalls the whole loop).
-// So the batch is cut into chunks of a fixed number of images (dnnl_chunk: a function of the
+// So the batch is cut into chunks of a fixed number of images (chunk_images: a function of the
 // shapes only), each chunk runs oneDNN on one thread (OpenMP's thread count is 1 around every
 // oneDNN call), and the chunks are spread over the team. grad_weight is the sum of the chunks'
 // shares added in chunk order. A single-threaded oneDNN call gives the same bits every time,
@@ -27,15 +27,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <tuple>
 #include <unordered_map>
-#include <vector>
 
+#include "terra/backend/cpu/conv_shares.hpp"
 #include "terra/core/allocator.hpp"
 #include "terra/core/error.hpp"
 #include "terra/core/parallel.hpp"
@@ -435,14 +433,7 @@ inline bool backward(const Shape& s, const float* dy, const float* x, const floa
         }
       }
     });
-    if (!dw) continue;
-    parallel_for(int64_t(part), p1 - p0, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float acc = p0 == 0 ? shares[size_t(i)] : dw[i] + shares[size_t(i)];
-        for (int64_t q = 1; q < p1 - p0; ++q) acc += shares[size_t(q) * part + size_t(i)];
-        dw[i] = acc;
-      }
-    });
+    if (dw) add_shares(dw, shares.data(), p1 - p0, part, p0 > 0);
   }
   return true;
 }
