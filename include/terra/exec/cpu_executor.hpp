@@ -273,6 +273,7 @@ class CpuExecutor {
     for (size_t s = 0; s < p.steps.size(); ++s)
       if (p.steps[s].fused) progs_[s] = std::make_unique<detail::FusedProg>(p, p.steps[s], tile_elems_);
     st_.resize(nb);
+    handles_.resize(p.ir.nodes.size());
     bound_.resize(nb);
     given_.resize(nb);
     remap_.resize(nb);
@@ -547,6 +548,19 @@ class CpuExecutor {
     TERRA_CHECK(bool(s), "graph.run", "external buffer ", v.buf, " is not bound");
     return Tensor::from_storage(s, v.shape, v.strides, v.offset, v.dtype);
   }
+  // `h`, a handle kept for one operand of one node, aimed at v's storage in this run. A fresh
+  // handle per operand per run cost a heap allocation and two shape copies, most of what a
+  // small op's node cost the runner besides its kernel. Shape, strides, offset and dtype are
+  // the plan's, the same at every run; only the storage changes.
+  const Tensor& aim(Tensor& h, const graph::ValueRef& v) const {
+    const Ref<Storage>& s = st_[remap_[v.buf]];
+    TERRA_CHECK(bool(s), "graph.run", "external buffer ", v.buf, " is not bound");
+    if (!h.defined())
+      h = Tensor::from_storage(s, v.shape, v.strides, v.offset, v.dtype);
+    else
+      h.unsafe_impl()->storage = s;
+    return h;
+  }
 
   void mark_written(const graph::IrNode& node) {
     for (int32_t b : graph::written_bufs(node))
@@ -563,20 +577,31 @@ class CpuExecutor {
       return;
     }
     if (act_[n] != kRun) return;
-    SmallVector<Tensor, 4> ins;
-    for (const graph::ValueRef& v : node.ins) ins.push_back(view(v));
-    OpCall call{.op = node.op, .inputs = {ins.data(), ins.size()}, .attrs = attrs_of(n, a)};
+    NodeHandles& h = handles_[n];
+    if (h.ins.size() != node.ins.size()) h.ins.resize(node.ins.size());
+    if (h.outs.size() != node.outs.size()) h.outs.resize(node.outs.size());
+    // The handles let go of this run's storages when the node is done, thrown or not.
+    struct Release {
+      NodeHandles& h;
+      ~Release() {
+        for (Tensor& t : h.ins)
+          if (t.defined()) t.unsafe_impl()->storage = {};
+        for (Tensor& t : h.outs)
+          if (t.defined()) t.unsafe_impl()->storage = {};
+      }
+    } release{h};
+    for (size_t i = 0; i < node.ins.size(); ++i) aim(h.ins[i], node.ins[i]);
+    for (size_t i = 0; i < node.outs.size(); ++i) aim(h.outs[i], node.outs[i]);
+    OpCall call{.op = node.op, .inputs = {h.ins.data(), h.ins.size()}, .attrs = attrs_of(n, a)};
     const OpInfo& info = op_info(node.op);
     if (node.inplace) {
-      Tensor dest = view(node.outs[0]), result;
-      call.out = &dest;
+      Tensor result;
+      call.out = &h.outs[0];
       MetaList metas;
       info.infer(call, metas);
       terra::detail::compute_into(call, info, metas[0], result);
     } else {
-      SmallVector<Tensor, 2> outs;
-      for (const graph::ValueRef& v : node.outs) outs.push_back(view(v));
-      terra::detail::run_kernel(call, info, {outs.data(), outs.size()});
+      terra::detail::run_kernel(call, info, {h.outs.data(), h.outs.size()});
     }
     mark_written(node);
   }
@@ -714,6 +739,12 @@ class CpuExecutor {
   std::vector<int32_t> last_reader_;         // per buffer: the last node reading it, or -1
   std::vector<std::vector<int32_t>> scratch_;  // per step: intermediates it may keep in scratch
   std::vector<std::unique_ptr<detail::FusedProg>> progs_;  // per step: fused steps decoded
+  // Per node: handles to its operands for run_node, made at its first run (see aim()).
+  struct NodeHandles {
+    SmallVector<Tensor, 4> ins;
+    SmallVector<Tensor, 2> outs;
+  };
+  std::vector<NodeHandles> handles_;
   std::vector<GraphSegment> segs_;     // device graphs (Arena::device_graphs)
   std::vector<int32_t> seg_at_step_;   // per step: its segment, or -1 (empty: none)
   // Per run.
