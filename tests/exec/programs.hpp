@@ -465,6 +465,33 @@ inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts 
   return o;
 }
 
+// 13. A batch of a host-drawn size (1 to 500 rows) every step: every op's shapes are new
+// nearly every time, so past the specialization limit no step co-executes to its end (the
+// case for EngineOptions::backoff_after).
+inline Outcome random_batch_size(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
+  tr::thread_manual_seed(18);
+  Outcome o;
+  Mlp net(8, 32, 16);
+  std::vector<tr::Tensor> params = net->parameters();
+  tr::optim::Adam opt(params, {.lr = 0.01});
+  std::mt19937 rng(19);
+  loop(
+      iters, engine, o,
+      [&](int step) {
+        int rows = 1 + int(rng() % 500);
+        o.decisions.push_back(rows);
+        tr::Tensor x = host_batch(rng, rows, 8), y = host_batch(rng, rows, 16);
+        tr::Tensor loss = F::mse_loss(net(x), y);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        if (step % 4 == 0) o.fetched.push_back(loss.item<double>());
+      },
+      opts);
+  collect(o, params);
+  return o;
+}
+
 // A dynamic training program on `dev` (a device or the CPU): host batches fed every step, a
 // head picked by host RNG, a loss term added when the fetched loss is high, Adam. Decisions:
 // the head picked and whether the term was added.

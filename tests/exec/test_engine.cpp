@@ -205,6 +205,7 @@ TEST(CoExec, ResumesAfterADivergence) {
   auto e = progs::masked_loss(false);
   terra::EngineOptions on;
   on.resume = true;
+  on.backoff_after = 0;  // keep trying: this test is about what each fallback does
   auto c = progs::masked_loss(true, 200, on);
   auto n = progs::masked_loss(true);  // the default: record to the end
   expect_same(e, c);
@@ -217,6 +218,34 @@ TEST(CoExec, ResumesAfterADivergence) {
   // Every iteration that falls back co-executes the Adam step at least (4 parameters, more
   // than 10 ops each) after resuming.
   EXPECT_GE(c.stats.ops_coexecuted - n.stats.ops_coexecuted, 50 * c.stats.fallbacks);
+}
+
+// Where every co-executed iteration falls back (a host-drawn batch size makes every shape
+// new), the engine pauses co-execution at that call site after backoff_after fallbacks in a
+// row, for 8, 16, 32, ... iterations, trying again after each pause: bit-identical to eager,
+// and most iterations run eagerly instead of recording and merging.
+TEST(CoExec, BacksOffWhereEveryIterationFallsBack) {
+  auto e = progs::random_batch_size(false);
+  auto b = progs::random_batch_size(true);  // the default: backoff_after = 8
+  terra::EngineOptions never;
+  never.backoff_after = 0;
+  auto n = progs::random_batch_size(true, 200, never);
+  expect_same(e, b);
+  expect_same(e, n);
+  std::cout << b.stats << "\n" << n.stats << "\n";
+  EXPECT_EQ(n.stats.backoffs, 0);
+  EXPECT_EQ(n.stats.backed_off, 0);
+  EXPECT_GT(n.stats.fallbacks, 150);
+  // 200 iterations: warm-up and tracing, 8 fallbacks, then pauses of 8, 16, 32 and 64
+  // iterations with one fallback after each, and a pause of 128 that the run cuts short. A
+  // step whose batch size repeats one of the compiled ones co-executes and starts the count
+  // over (with this seed, once).
+  EXPECT_GE(b.stats.backoffs, 4);
+  EXPECT_GE(b.stats.backed_off, 8 + 16 + 32 + 64);
+  EXPECT_GE(b.stats.eager, b.stats.backed_off);
+  EXPECT_LE(b.stats.fallbacks, 2 * 8 + 5);
+  EXPECT_LT(5 * b.stats.fallbacks, n.stats.fallbacks);
+  EXPECT_EQ(b.stats.eager + b.stats.traced + b.stats.coexecuted + b.stats.fallbacks, 200);
 }
 
 TEST(CoExec, ThreadSeedsAreIndependent) {

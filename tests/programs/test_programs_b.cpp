@@ -22,7 +22,7 @@ void expect_accounted(const terra::EngineStats& s) {
   std::cout << s << "\n";
   EXPECT_EQ(s.iterations, kIters);
   EXPECT_EQ(s.eager + s.traced + s.coexecuted + s.fallbacks, kIters);
-  EXPECT_EQ(s.eager, 1);
+  EXPECT_EQ(s.eager - s.backed_off, 1);  // back-offs (EngineOptions::backoff_after) run eagerly too
 }
 
 TEST(PaperProgramsB, MusicTransformer) {
@@ -91,11 +91,14 @@ TEST(PaperProgramsB, Yolov3) {
   auto c = programs::run_yolov3(cfg, programs::Mode::coexec, kIters);
   EXPECT_EQ(programs::compare(e, c), "");
   expect_accounted(c.stats);
-  // Not mostly co-executed today, and this test says so rather than hiding it: masked_select's
+  // Not co-executed today, and this test says so rather than hiding it: masked_select's
   // result size (the number of selected cells, which changes nearly every step) is a node
   // attribute, so nearly every step is a new specialization; the graph then hits its block
-  // limit. With this seed 1 of 50 iterations is co-executed. Correctness holds regardless.
-  EXPECT_GE(c.stats.traced + c.stats.fallbacks, 40);
+  // limit. After 8 fallbacks in a row the engine backs off (EngineOptions::backoff_after) and
+  // runs most iterations eagerly, trying again after each pause. Correctness holds regardless.
+  EXPECT_LE(c.stats.coexecuted, 2);
+  EXPECT_GE(c.stats.backoffs, 2);
+  EXPECT_GE(c.stats.backed_off, 8 + 16);
 }
 
 }  // namespace

@@ -58,6 +58,14 @@ struct EngineOptions {
   /// compiled block (host decisions combined in a new way) instead of falling back; the trace
   /// is merged at the end. EngineStats::jumps counts them.
   bool jump = true;
+  /// After this many iterations in a row at one iteration() call site started co-executing
+  /// and fell back, run that site's next iterations eagerly, unrecorded: `backoff_after` of
+  /// them, then twice as many after the next fallback, up to 1024, before trying again. An
+  /// iteration that co-executes to its end resets it. A program whose steps never settle into
+  /// a graph (a value-dependent shape in every step) then runs at eager speed instead of
+  /// paying to record and merge every step. EngineStats::backoffs counts the pauses and
+  /// backed_off their iterations (also counted in `eager`). 0: never back off.
+  int backoff_after = 8;
   bool timeline = false;        ///< record host/runner spans for write_timeline()
   /// Run each stretch of a compiled block's device (CUDA) kernels as one CUDA graph: recorded
   /// with stream capture at every run and updated in place (cudaGraphExecUpdate), so changing
@@ -94,6 +102,8 @@ struct EngineStats {
   /// Times a co-executing iteration went on into a compiled block along an edge never traced
   /// (host decisions combined in a new way): no fallback, and the trace is merged.
   int64_t jumps = 0;
+  int64_t backoffs = 0;    ///< times a call site stopped co-executing for a while (backoff_after)
+  int64_t backed_off = 0;  ///< iterations run eagerly because of those (also in `eager`)
   std::map<std::string, int64_t> reasons;  ///< why iterations were traced again, with counts
   // EngineOptions::cuda_graphs:
   int64_t graph_launches = 0;  ///< stretches of device kernels launched as one CUDA graph
@@ -111,6 +121,7 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
      << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
      << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted << " (fast "
      << s.ops_fast << "), resumes " << s.resumes << ", jumps " << s.jumps;
+  if (s.backoffs) os << ", backed off " << s.backed_off << " iterations (" << s.backoffs << " times)";
   if (s.graph_launches || s.graph_failures || !s.not_captured.empty())
     os << ", CUDA graphs " << s.graph_launches << " (" << s.graph_kernels << " kernels, "
        << s.graph_failures << " failed recordings)";
@@ -180,6 +191,10 @@ class Engine final : public trace::Hook {
   struct GraphState {
     std::string site;                ///< file:line of the iteration() call
     int64_t iterations = 0;          ///< iterations started there
+    // EngineOptions::backoff_after: fallbacks in a row, the length of the last pause, and the
+    // iterations left in the current one.
+    int fallback_run = 0;
+    int64_t backoff = 0, eager_left = 0;
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
     /// The calls (op and program place) of the blocks traced compile_after times (rebuilt after
@@ -233,7 +248,12 @@ class Engine final : public trace::Hook {
     ++stats_.iterations;
     in_iteration_ = true;
     bool warm = gs_->iterations++ >= opts_.warmup;
-    started_coexec_ = opts_.coexecute && !gs_->graph.empty() && ready(0);
+    bool paused = gs_->eager_left > 0;  // backing off (EngineOptions::backoff_after)
+    if (paused) {
+      --gs_->eager_left;
+      ++stats_.backed_off;
+    }
+    started_coexec_ = !paused && opts_.coexecute && !gs_->graph.empty() && ready(0);
     path_.clear();
     diverged_.clear();
     resumed_ = false;
@@ -245,7 +265,7 @@ class Engine final : public trace::Hook {
       mode_ = trace::Mode::CoExecuting;
       enter_block(0, true);
     } else {
-      mode_ = opts_.coexecute && warm ? trace::Mode::Tracing : trace::Mode::Eager;
+      mode_ = opts_.coexecute && warm && !paused ? trace::Mode::Tracing : trace::Mode::Eager;
     }
     prev_hook_ = trace::active_hook();
     if (mode_ != trace::Mode::Eager) trace::active_hook() = this;
@@ -269,9 +289,12 @@ class Engine final : public trace::Hook {
     bool record = mode_ == trace::Mode::Tracing || resumed_ || jumped_;
     if (started_coexec_ && diverged_.empty()) {
       ++stats_.coexecuted;
+      gs_->fallback_run = 0;
+      gs_->backoff = 0;
     } else if (started_coexec_) {
       ++stats_.fallbacks;
       ++stats_.reasons[diverged_];
+      back_off();
     } else if (record) {
       ++stats_.traced;
     } else {
@@ -310,6 +333,18 @@ class Engine final : public trace::Hook {
     attrs_.clear();
     open_ = {};
     mode_ = trace::Mode::Eager;
+  }
+
+  // A fallback: after backoff_after in a row, pause co-execution at this call site. After a
+  // pause one more fallback starts the next, twice as long.
+  void back_off() {
+    // The whole-step-capture baseline keeps replaying, as capture does.
+    if (opts_.backoff_after <= 0 || opts_.unchecked_replay || ++gs_->fallback_run < opts_.backoff_after)
+      return;
+    gs_->backoff = gs_->backoff ? std::min<int64_t>(2 * gs_->backoff, kMaxBackoff) : opts_.backoff_after;
+    gs_->eager_left = gs_->backoff;
+    gs_->fallback_run = opts_.backoff_after - 1;
+    ++stats_.backoffs;
   }
 
   void runner_error_check() {
@@ -736,6 +771,7 @@ class Engine final : public trace::Hook {
   static constexpr int kResumeBudget = 4, kResumeMinOps = 8;
   bool resumed_ = false;
   static constexpr int kJumpBudget = 8;
+  static constexpr int64_t kMaxBackoff = 1024;  // iterations
   bool jumped_ = false;  // went along an edge never traced (jump()): merge the trace
   int jumps_left_ = 0;
   int resume_budget_ = 0;
