@@ -191,10 +191,9 @@ class Engine final : public trace::Hook {
   struct GraphState {
     std::string site;                ///< file:line of the iteration() call
     int64_t iterations = 0;          ///< iterations started there
-    // EngineOptions::backoff_after: fallbacks in a row, the length of the last pause, and the
-    // iterations left in the current one.
-    int fallback_run = 0;
-    int64_t backoff = 0, eager_left = 0;
+    int fallback_run = 0;    ///< fallbacks in a row (EngineOptions::backoff_after)
+    int64_t backoff = 0;     ///< iterations of the last back-off pause (0: none since co-executing)
+    int64_t eager_left = 0;  ///< iterations left in the current pause
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
     /// The calls (op and program place) of the blocks traced compile_after times (rebuilt after
