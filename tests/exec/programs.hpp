@@ -434,27 +434,22 @@ inline Outcome views_written_in_place(bool engine, int iters = 200) {
   return o;
 }
 
-// 12. A loss over a host-chosen subset (masked_select, as YOLO's loss): how many elements the
-// host's mask selects changes every iteration, so the loss's shapes are new most of the time
-// and, past the specialization limit, never compiled; the backward pass through the network
-// and the Adam step have the same shapes every time. The host reads the loss every 4 steps.
-inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
-  tr::thread_manual_seed(16);
+// Programs 12 and 13: an Mlp(8, 32, 16) trained with Adam; `loss(net, rng, o)` builds the
+// step's loss from host data (recording its host decisions in o); the host reads the loss
+// every 4 steps.
+template <class Loss>
+Outcome mlp_adam(bool engine, int iters, tr::EngineOptions opts, uint64_t seed, uint32_t host_seed,
+                 Loss loss_of) {
+  tr::thread_manual_seed(seed);
   Outcome o;
   Mlp net(8, 32, 16);
   std::vector<tr::Tensor> params = net->parameters();
   tr::optim::Adam opt(params, {.lr = 0.01});
-  std::mt19937 rng(17);
+  std::mt19937 rng(host_seed);
   loop(
       iters, engine, o,
       [&](int step) {
-        tr::Tensor x = host_batch(rng, 4, 8), y = host_batch(rng, 4, 16);
-        std::vector<bool> keep(64);
-        int count = 0;
-        for (size_t i = 0; i < keep.size(); ++i) count += keep[i] = rng() % 3 == 0;
-        o.decisions.push_back(count);
-        tr::Tensor mask = tr::tensor(keep, {4, 16});
-        tr::Tensor loss = F::mse_loss(tr::masked_select(net(x), mask), tr::masked_select(y, mask));
+        tr::Tensor loss = loss_of(net, rng, o);
         opt.zero_grad();
         loss.backward();
         opt.step();
@@ -465,31 +460,32 @@ inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts 
   return o;
 }
 
+// 12. A loss over a host-chosen subset (masked_select, as YOLO's loss): how many elements the
+// host's mask selects changes every iteration, so the loss's shapes are new most of the time
+// and, past the specialization limit, never compiled; the backward pass through the network
+// and the Adam step have the same shapes every time.
+inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
+  return mlp_adam(engine, iters, opts, 16, 17, [](Mlp& net, std::mt19937& rng, Outcome& o) {
+    tr::Tensor x = host_batch(rng, 4, 8), y = host_batch(rng, 4, 16);
+    std::vector<bool> keep(64);
+    int count = 0;
+    for (size_t i = 0; i < keep.size(); ++i) count += keep[i] = rng() % 3 == 0;
+    o.decisions.push_back(count);
+    tr::Tensor mask = tr::tensor(keep, {4, 16});
+    return F::mse_loss(tr::masked_select(net(x), mask), tr::masked_select(y, mask));
+  });
+}
+
 // 13. A batch of a host-drawn size (1 to 500 rows) every step: every op's shapes are new
 // nearly every time, so past the specialization limit no step co-executes to its end (the
 // case for EngineOptions::backoff_after).
 inline Outcome random_batch_size(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
-  tr::thread_manual_seed(18);
-  Outcome o;
-  Mlp net(8, 32, 16);
-  std::vector<tr::Tensor> params = net->parameters();
-  tr::optim::Adam opt(params, {.lr = 0.01});
-  std::mt19937 rng(19);
-  loop(
-      iters, engine, o,
-      [&](int step) {
-        int rows = 1 + int(rng() % 500);
-        o.decisions.push_back(rows);
-        tr::Tensor x = host_batch(rng, rows, 8), y = host_batch(rng, rows, 16);
-        tr::Tensor loss = F::mse_loss(net(x), y);
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
-        if (step % 4 == 0) o.fetched.push_back(loss.item<double>());
-      },
-      opts);
-  collect(o, params);
-  return o;
+  return mlp_adam(engine, iters, opts, 18, 19, [](Mlp& net, std::mt19937& rng, Outcome& o) {
+    int rows = 1 + int(rng() % 500);
+    o.decisions.push_back(rows);
+    tr::Tensor x = host_batch(rng, rows, 8), y = host_batch(rng, rows, 16);
+    return F::mse_loss(net(x), y);
+  });
 }
 
 // A dynamic training program on `dev` (a device or the CPU): host batches fed every step, a
