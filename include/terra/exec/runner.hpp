@@ -138,8 +138,8 @@ class Runner {
   // Destroys finished runs (their bindings, attributes and signals) on the calling thread, the
   // host: the runner never frees what the host allocated. malloc serves a free from another
   // thread's arena under that arena's lock, and glibc's contended lock is a futex system call
-  // each time (co-executed steps of small models ran 1.3-1.5x slower with the runner freeing
-  // them). Called by the host only; the runner's own thread never calls it.
+  // each time (the co-executed SDPoint step of bench_coexec.cpp took 1.36x as long with the
+  // runner freeing them). Called by the host only; the runner's own thread never calls it.
   void reclaim() {
     std::vector<std::unique_ptr<Run>> dead;
     {
