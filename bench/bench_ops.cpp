@@ -134,6 +134,16 @@ void BM_terra_gelu_backward_64x4096(benchmark::State& state) {
   run(state, [&] { return terra::gelu_backward(g, x); });
 }
 
+void BM_terra_exp_64x4096(benchmark::State& state) {
+  terra::Tensor x = input({64, 4096});
+  run(state, [&] { return terra::exp(x); });
+}
+
+void BM_terra_sigmoid_64x4096(benchmark::State& state) {
+  terra::Tensor x = input({64, 4096});
+  run(state, [&] { return terra::sigmoid(x); });
+}
+
 BENCHMARK(BM_terra_add8)->UseRealTime();
 BENCHMARK(BM_terra_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_conv2d_resnet)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -147,6 +157,8 @@ BENCHMARK(BM_terra_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond
 BENCHMARK(BM_terra_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_terra_gelu_backward_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_terra_exp_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_terra_sigmoid_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // ---- LibTorch ----
 #ifdef TERRA_BENCH_WITH_TORCH
@@ -227,6 +239,18 @@ void BM_torch_gelu_backward_64x4096(benchmark::State& state) {
   run(state, [&] { return at::gelu_backward(g, x); });
 }
 
+void BM_torch_exp_64x4096(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
+  at::Tensor x = torch_input({64, 4096});
+  run(state, [&] { return at::exp(x); });
+}
+
+void BM_torch_sigmoid_64x4096(benchmark::State& state) {
+  terra_bench::torch_blas_threads();
+  at::Tensor x = torch_input({64, 4096});
+  run(state, [&] { return at::sigmoid(x); });
+}
+
 BENCHMARK(BM_torch_add8)->UseRealTime();
 BENCHMARK(BM_torch_add8_inference_mode)->UseRealTime();
 BENCHMARK(BM_torch_matmul)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -237,6 +261,8 @@ BENCHMARK(BM_torch_softmax_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond
 BENCHMARK(BM_torch_layer_norm_64x1024)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_gelu_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_torch_gelu_backward_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_torch_exp_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_torch_sigmoid_64x4096)->UseRealTime()->Unit(benchmark::kMicrosecond);
 #endif
 
 }  // namespace
