@@ -57,37 +57,29 @@ struct UnaryOp : Stateless {
     using UnaryOp::UnaryOp;                                                  \
     template <class T> TERRA_HD T operator()(T x) const { return expr; }     \
   };
+// The same for a float-rule functor on the vectorizable math of core/math.hpp: always inlined,
+// and its contiguous CPU loop has an AVX2 clone (backend/cpu/loops.hpp).
+#define TERRA_UNARY_VEC_FUNCTOR(Type, save, expr)                                 \
+  struct Type : UnaryOp<Type, DTypeRule::Float> {                                 \
+    static constexpr uint8_t saves = save;                                        \
+    static constexpr bool avx2_clone = true;                                      \
+    TERRA_VJP;                                                                    \
+    using UnaryOp::UnaryOp;                                                       \
+    template <class T> TERRA_MATH_VEC T operator()(T x) const { return expr; }    \
+  };
 
 TERRA_UNARY_FUNCTOR(Neg, Same, kSaveNone, -x)
 TERRA_UNARY_FUNCTOR(Abs, Same, kSaveInputs, x < T(0) ? T(-x) : x)
 // exp, sigmoid and silu through math::vexp: a polynomial the CPU loop vectorizes (glibc's
-// expf is one call per element, 5-10x slower); double and device code keep the library's.
-struct Exp : UnaryOp<Exp, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_MATH_VEC T operator()(T x) const { return math::vexp(x); }
-};
+// expf is one call per element, 2-3x slower here); double and device code keep the library's.
+TERRA_UNARY_VEC_FUNCTOR(Exp, kSaveOutputs, math::vexp(x))
 TERRA_UNARY_FUNCTOR(Log, Float, kSaveInputs, math::log(x))
 TERRA_UNARY_FUNCTOR(Sqrt, Float, kSaveOutputs, math::sqrt(x))
 TERRA_UNARY_FUNCTOR(Rsqrt, Float, kSaveOutputs, T(1) / math::sqrt(x))
 TERRA_UNARY_FUNCTOR(Sin, Float, kSaveInputs, math::sin(x))
 TERRA_UNARY_FUNCTOR(Cos, Float, kSaveInputs, math::cos(x))
-struct Tanh : UnaryOp<Tanh, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_MATH_VEC T operator()(T x) const { return math::vtanh(x); }
-};
-struct Sigmoid : UnaryOp<Sigmoid, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveOutputs;
-  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_MATH_VEC T operator()(T x) const { return T(1) / (T(1) + math::vexp(-x)); }
-};
+TERRA_UNARY_VEC_FUNCTOR(Tanh, kSaveOutputs, math::vtanh(x))
+TERRA_UNARY_VEC_FUNCTOR(Sigmoid, kSaveOutputs, T(1) / (T(1) + math::vexp(-x)))
 struct Relu : UnaryOp<Relu, DTypeRule::Same> {
   static constexpr uint8_t saves = kSaveOutputs;
   TERRA_VJP;
@@ -95,13 +87,7 @@ struct Relu : UnaryOp<Relu, DTypeRule::Same> {
   // x < 0 ? 0 : x keeps NaN, as PyTorch does.
   template <class T> TERRA_HD T operator()(T x) const { return x < T(0) ? T(0) : x; }
 };
-struct Silu : UnaryOp<Silu, DTypeRule::Float> {
-  static constexpr uint8_t saves = kSaveInputs;
-  static constexpr bool avx2_clone = true;  // CPU: see backend/cpu/loops.hpp
-  TERRA_VJP;
-  using UnaryOp::UnaryOp;
-  template <class T> TERRA_MATH_VEC T operator()(T x) const { return x / (T(1) + math::vexp(-x)); }
-};
+TERRA_UNARY_VEC_FUNCTOR(Silu, kSaveInputs, x / (T(1) + math::vexp(-x)))
 struct LogicalNot : UnaryOp<LogicalNot, DTypeRule::Logical> {
   using UnaryOp::UnaryOp;
   template <class T> TERRA_HD bool operator()(T x) const { return !x; }
