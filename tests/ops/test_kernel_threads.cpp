@@ -225,6 +225,17 @@ TEST(KernelIsa, SoftmaxAvx2AndBaselineAgree) {
   expect_same_bits_without_avx2(run);
 }
 
+// The AVX2 clones of exp, sigmoid and silu (built on math::vexp) give the baseline loops'
+// bytes, over both clamps of vexp (-87.3 and 88.7), NaN and infinities included.
+TEST(KernelIsa, ExpSigmoidSiluAvx2AndBaselineAgree) {
+  if (!tr::cpu_use_avx2()) GTEST_SKIP() << "this CPU (or build) has no AVX2 path";
+  Tensor x = tt::random({4773}, DType::Float32, 23, -100, 100);
+  x.narrow(0, 3, 1).fill_(NAN);
+  x.narrow(0, 10, 1).fill_(INFINITY);
+  x.narrow(0, 11, 1).fill_(-INFINITY);
+  expect_same_bits_without_avx2([&] { return Outputs{tr::exp(x), tr::sigmoid(x), tr::silu(x)}; });
+}
+
 // The AVX2 clones of the contiguous loops of gelu (both forms), its gradient and tanh (built
 // on math::verf/vexp/vtanh) give the baseline loops' bytes, NaN and infinities included.
 TEST(KernelIsa, GeluTanhAvx2AndBaselineAgree) {
