@@ -9,7 +9,14 @@ template <class T>
 std::vector<T> Tensor::to_vector() const {
   // A host read: the copy kernel runs directly (not through dispatch, which would record it).
   if (trace::Hook* h = trace::active_hook()) h->on_fetch(*this);
-  const Tensor in[] = {device().is_cpu() ? *this : to(Device::cpu())};
+  Tensor src = device().is_cpu() ? *this : to(Device::cpu());
+  const Ref<Storage>& st = src.storage();
+  if (Signal* p = st->pending(); p && !p->done() && st->readable())
+    // A co-executed run still reads this memory but none writes it (a feed): read it now,
+    // through an alias the copy kernel does not wait on.
+    src = Tensor::from_storage(Storage::wrap(st->data(), st->nbytes(), st->device(), {}),
+                               src.shape(), src.strides(), src.storage_offset(), src.dtype());
+  const Tensor in[] = {src};
   Tensor y = Tensor::empty(in[0].shape(), dtype_v<T>, Device::cpu());
   Attrs a;
   a.dtype = dtype_v<T>;

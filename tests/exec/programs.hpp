@@ -462,8 +462,9 @@ Outcome mlp_adam(bool engine, int iters, tr::EngineOptions opts, uint64_t seed, 
 
 // 12. A loss over a host-chosen subset (masked_select, as YOLO's loss): how many elements the
 // host's mask selects changes every iteration, so the loss's shapes are new most of the time
-// and, past the specialization limit, never compiled; the backward pass through the network
-// and the Adam step have the same shapes every time.
+// (dynamic nodes by default; with EngineOptions::dynamic_nodes off, new specializations that,
+// past the limit, are never compiled); the backward pass through the network and the Adam
+// step have the same shapes every time.
 inline Outcome masked_loss(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
   return mlp_adam(engine, iters, opts, 16, 17, [](Mlp& net, std::mt19937& rng, Outcome& o) {
     tr::Tensor x = host_batch(rng, 4, 8), y = host_batch(rng, 4, 16);
@@ -563,6 +564,51 @@ inline void expect_error_at_the_read(const RunErrorOutcome& o) {
     }
   }
   EXPECT_GE(o.stats.coexecuted, 2) << o.stats;
+}
+
+// 14. Value-sized results, more kinds than program 12: the host draws which outputs count
+// this step (a mask whose number of true elements changes nearly every step, and is 0 every
+// 7th: another path), and losses are taken over masked_select's results, as detection losses
+// are (YOLO's object cells). A row mask broadcast against the outputs selects whole rows. The
+// host reads the masks (masked_select sizes its result from them) and reads one of them again
+// after the ops that use it.
+inline Outcome masked_losses(bool engine, int iters = 200, tr::EngineOptions opts = {}) {
+  tr::thread_manual_seed(9);
+  Outcome o;
+  Mlp net(8, 16, 6);
+  tr::optim::Adam opt(net->parameters(), {.lr = 1e-2});
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::normal_distribution<float> nd;
+  loop(iters, engine, o, [&](int step) {
+    tr::Tensor x = host_batch(rng, 5, 8);
+    tr::Tensor out = net(x);  // [5, 6]
+    double p = step % 7 == 3 ? 0.0 : 0.1 + 0.8 * u(rng);
+    std::vector<bool> cells(30), rows(5);
+    int count = 0;
+    for (size_t i = 0; i < cells.size(); ++i) count += cells[i] = u(rng) < p;
+    rows[0] = true;  // at least one row
+    for (size_t i = 1; i < rows.size(); ++i) rows[i] = u(rng) < 0.5;
+    std::vector<float> t(30);
+    for (auto& v : t) v = nd(rng);
+    o.decisions.push_back(count);
+    tr::Tensor mask = tr::tensor(cells, {5, 6}), row_mask = tr::tensor(rows, {5, 1});
+    tr::Tensor picked = tr::masked_select(out, mask);  // [count], unused when count is 0
+    tr::Tensor loss = 0.1 * (out * out).mean();
+    if (count > 0)
+      loss = loss + F::mse_loss(tr::sigmoid(picked), tr::masked_select(tr::tensor(t, {5, 6}), mask));
+    tr::Tensor in_rows = tr::masked_select(out, row_mask);
+    loss = loss + F::binary_cross_entropy_with_logits(in_rows, tr::zeros_like(in_rows));
+    int again = 0;  // the host reads a mask it already handed to ops
+    for (bool b : mask.to_vector<bool>()) again += b;
+    o.decisions.push_back(again);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    if (step % 4 == 0) o.fetched.push_back(loss.item<double>());
+  }, opts);
+  collect(o, net->parameters());
+  return o;
 }
 
 }  // namespace progs

@@ -206,8 +206,17 @@ TEST(CoExec, ResumesAfterADivergence) {
   terra::EngineOptions on;
   on.resume = true;
   on.backoff_after = 0;  // keep trying: this test is about what each fallback does
+  // Value-sized results as new specializations, as before dynamic nodes: the loss's shapes
+  // diverge in most iterations, and the backward pass and Adam step re-join.
+  on.dynamic_nodes = false;
   auto c = progs::masked_loss(true, 200, on);
-  auto n = progs::masked_loss(true);  // the default: record to the end
+  terra::EngineOptions off;
+  off.dynamic_nodes = false;
+  auto n = progs::masked_loss(true, 200, off);  // no resumes: record to the end
+  auto d = progs::masked_loss(true);            // the default: dynamic nodes
+  expect_same(e, d);
+  expect_mostly_coexecuted(d.stats, 200, 4, 190);
+  EXPECT_GT(d.stats.dynamic_nodes, 0);
   expect_same(e, c);
   expect_same(e, n);
   std::cout << c.stats << "\n" << n.stats << "\n";
@@ -478,4 +487,76 @@ TEST(CoExec, ScalarChecksStillRunAtTheCall) {
     EXPECT_EQ(tr::dropout(x, p, true).numel(), 16);
   }
   EXPECT_GE(engine.stats().coexecuted, 3) << engine.stats();
+}
+
+// Value-sized results: masked_select over host-drawn masks, whose number of true elements
+// changes nearly every step (and is 0 every 7th, another path). The masked_select nodes and
+// what is computed from their results become dynamic (shapes are each run's) instead of one
+// specialization per size, which the graph could not hold: co-executed from the first few
+// iterations on, bit for bit. Reading a mask the host built (masked_select reads it to size
+// its result; the program reads one again after the ops that use it) waits for no run and
+// ends no block, so a step is about one run, not one per read.
+TEST(CoExec, ValueSizedResultsMakeDynamicNodes) {
+  auto e = progs::masked_losses(false), c = progs::masked_losses(true);
+  expect_same(e, c);
+  expect_mostly_coexecuted(c.stats, 200, 8, 185);
+  EXPECT_GT(c.stats.dynamic_nodes, 0);
+  EXPECT_LT(c.stats.dynamic_nodes, c.stats.nodes / 2);
+  // Blocks: the step up to the branch on count > 0, the mse term, the rest. A step passes
+  // three or two of them, and every 4th step's loss read launches once more. Were the mask
+  // reads block ends (as reads of values the iteration made are), a step would be 5 runs.
+  EXPECT_LE(c.stats.blocks, 4);
+  EXPECT_LE(c.stats.launches, 3 * c.stats.iterations + c.stats.iterations / 4);
+  // Without dynamic nodes every size is a new specialization: most steps fall back.
+  terra::EngineOptions off;
+  off.dynamic_nodes = false;
+  off.backoff_after = 0;
+  auto s = progs::masked_losses(true, 200, off);
+  expect_same(e, s);
+  EXPECT_GT(s.stats.fallbacks, 100) << s.stats;
+  EXPECT_EQ(s.stats.dynamic_nodes, 0);
+}
+
+// A host write to memory that a launched or pending run reads still waits for that run (host
+// reads need not): the run sees the values the ops were called with, as eager execution does.
+// An op that writes a feed in place makes a later read wait for it.
+TEST(CoExec, HostWritesWaitForRunsThatReadTheMemory) {
+  namespace tr = terra;
+  auto run = [](bool use_engine) {
+    std::vector<float> got;
+    tr::Engine engine;
+    tr::Tensor w = tr::ones({3});
+    for (int i = 0; i < 12; ++i) {
+      auto body = [&] {
+        tr::Tensor x = tr::tensor(std::vector<float>{1.f + float(i), 2.f, 3.f}, {3});
+        tr::Tensor y = x * 2.0 + w;
+        got.push_back(x.to_vector<float>()[0]);  // a read of the feed: goes ahead
+        x.data_ptr<float>()[0] = 100.f;           // a write: waits for the run that reads x
+        tr::Tensor z = tr::tensor(std::vector<float>{5.f, 6.f, 7.f}, {3});
+        tr::Tensor s = z + 1.0;
+        z.add_(1.0);
+        for (float v : z.to_vector<float>()) got.push_back(v);
+        for (float v : y.to_vector<float>()) got.push_back(v);
+        for (float v : s.to_vector<float>()) got.push_back(v);
+        got.push_back(x.to_vector<float>()[0]);
+        w.add_(0.5);
+      };
+      if (use_engine) {
+        auto it = engine.iteration();
+        body();
+      } else {
+        body();
+      }
+    }
+    engine.synchronize();
+    return std::pair{got, engine.stats()};
+  };
+  auto [want, none] = run(false);
+  auto [got, s] = run(true);
+  EXPECT_EQ(got, want);
+  ASSERT_EQ(want.size(), 12u * 11);
+  EXPECT_EQ(want[1], 6.f);   // z after add_
+  EXPECT_EQ(want[4], 3.f);   // y[0] = 1 * 2 + 1
+  EXPECT_EQ(want[10], 100.f);
+  EXPECT_GE(s.coexecuted, 6) << s;
 }

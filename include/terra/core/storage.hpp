@@ -127,9 +127,18 @@ class Storage {
       s->wait();
   }
   Signal* pending() const { return pending_.load(std::memory_order_acquire); }
-  void set_pending(Signal* s) {
+  // read_only: the run only reads this memory, and nothing before it writes it (so a host read
+  // need not wait: see readable()).
+  void set_pending(Signal* s, bool read_only = false) {
     if (s) s->retain();
     if (Signal* old = pending_.exchange(s, std::memory_order_acq_rel)) old->release();
+    pending_read_only_ = read_only;
+  }
+  // May the host read the memory now (a run may still read it, none will write it)? Then
+  // reads (to_vector, item) go ahead; writes still wait (wait_ready).
+  bool readable() const {
+    Signal* s = pending_.load(std::memory_order_acquire);
+    return !s || s->done() ? !(lazy_ && s && s->failed()) : pending_read_only_ && !lazy_;
   }
   uint64_t trace_tag = 0;     // (iteration serial << 32) | (buffer index + 1), set by the recorder
   uint64_t produced_by = 0;   // serial of the traced iteration whose op produced it, or 0
@@ -167,6 +176,7 @@ class Storage {
   bool inline_ = false;
   bool user_memory_ = false;
   bool lazy_ = false;
+  bool pending_read_only_ = false;  // the pending run only reads it (set_pending)
   std::atomic<Signal*> pending_{nullptr};
   std::function<void(void*)> deleter_;
 };

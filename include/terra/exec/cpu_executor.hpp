@@ -4,10 +4,12 @@
 // gives, everything else in an arena per device (see Arena). Nodes on a device (CUDA) queue
 // their kernels as eager dispatch does, on the stream the runner was given, and a run ends
 // when the devices it used have finished. The passes' decisions (dead, same_as, fused) are
-// applied only where this run's storage makes them safe. With Arena::device_graphs, each run of
+// applied only where this run's storage makes them safe. Dynamic nodes (IrNode::dynamic) run
+// on the views each run gives (RunArgs::views). With Arena::device_graphs, each run of
 // consecutive device kernels (a segment) is recorded and launched as one device graph.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <exception>
@@ -30,6 +32,9 @@ struct RunArgs {
   std::span<const Ref<Storage>> storage;  // per buffer: externals: the bound storage; internal
                                           // buffers the host still holds: a storage with memory
                                           // of at least nbytes; others: empty (use the arena)
+  // Dynamic nodes of the range (IrNode::dynamic), by node, ascending: their views this run. A
+  // dynamic node not listed runs with its traced views.
+  std::span<const std::pair<int32_t, graph::NodeViews>> views = {};
 };
 
 namespace detail {
@@ -380,10 +385,11 @@ class CpuExecutor {
         st_[b] = bufs[b].external ? g : (bound_[b] ? bound_[b] : arena_bufs_[b]);
         continue;
       }
+      st_[b] = g;
+      if (bufs[b].dynamic) continue;  // the run's size, which the host's views were checked against
       TERRA_CHECK(g->nbytes() >= size_t(bufs[b].nbytes), "graph.run", "storage of ",
                   g->nbytes(), " bytes given for buffer ", b, " of ", bufs[b].nbytes, " bytes");
       if (bound_[b] && !(bound_[b] == g)) copy_storage(*g, *bound_[b], size_t(bufs[b].nbytes));
-      st_[b] = g;
     }
   }
 
@@ -447,6 +453,10 @@ class CpuExecutor {
       for (const graph::ValueRef& v : node.ins) see(v);
       for (const graph::ValueRef& v : node.outs) see(v);
       if (d.is_cpu()) return d;
+      if (node.dynamic) {
+        why = std::string(op_name(node.op)) + ": shapes change from run to run";
+        return Device::cpu();
+      }
       if (host || across) {
         why = std::string(op_name(node.op)) +
               (host ? ": copies between the host and a device" : ": copies between devices");
@@ -543,10 +553,23 @@ class CpuExecutor {
       if (n >= a.begin && n < a.end) run_node(n, a);
   }
 
-  Tensor view(const graph::ValueRef& v) const {
-    const Ref<Storage>& s = st_[remap_[v.buf]];
-    TERRA_CHECK(bool(s), "graph.run", "external buffer ", v.buf, " is not bound");
+  Tensor view(const graph::ValueRef& v) const { return view(v.buf, v); }
+  // Buffer b seen through the layout of v.
+  Tensor view(int32_t b, const graph::ValueRef& v) const {
+    const Ref<Storage>& s = st_[remap_[b]];
+    TERRA_CHECK(bool(s), "graph.run", "external buffer ", b, " is not bound");
     return Tensor::from_storage(s, v.shape, v.strides, v.offset, v.dtype);
+  }
+  // The views the run gives for dynamic node n, if any.
+  const graph::NodeViews* run_views(int32_t n, const RunArgs& a) const {
+    auto it = std::lower_bound(a.views.begin(), a.views.end(), n,
+                               [](const auto& e, int32_t k) { return e.first < k; });
+    if (it == a.views.end() || it->first != n) return nullptr;
+    const graph::IrNode& node = plan_->ir.nodes[n];
+    TERRA_CHECK(it->second.ins.size() == node.ins.size() && it->second.outs.size() == node.outs.size(),
+                "graph.run", "views for node ", n, " name ", it->second.ins.size(), " inputs and ",
+                it->second.outs.size(), " outputs; it has ", node.ins.size(), " and ", node.outs.size());
+    return &it->second;
   }
   // `h`, a handle kept for one operand of one node, aimed at v's storage in this run. A fresh
   // handle per operand per run cost a heap allocation and two shape copies, most of what a
@@ -590,8 +613,14 @@ class CpuExecutor {
           if (t.defined()) t.unsafe_impl()->storage = {};
       }
     } release{h};
-    for (size_t i = 0; i < node.ins.size(); ++i) aim(h.ins[i], node.ins[i]);
-    for (size_t i = 0; i < node.outs.size(); ++i) aim(h.outs[i], node.outs[i]);
+    if (const graph::NodeViews* v = node.dynamic ? run_views(n, a) : nullptr) {
+      // This run's views of the node's buffers: fresh handles (their shapes change).
+      for (size_t i = 0; i < node.ins.size(); ++i) h.ins[i] = view(node.ins[i].buf, v->ins[i]);
+      for (size_t i = 0; i < node.outs.size(); ++i) h.outs[i] = view(node.outs[i].buf, v->outs[i]);
+    } else {
+      for (size_t i = 0; i < node.ins.size(); ++i) aim(h.ins[i], node.ins[i]);
+      for (size_t i = 0; i < node.outs.size(); ++i) aim(h.outs[i], node.outs[i]);
+    }
     OpCall call{.op = node.op, .inputs = {h.ins.data(), h.ins.size()}, .attrs = attrs_of(n, a)};
     const OpInfo& info = op_info(node.op);
     if (node.inplace) {

@@ -18,6 +18,7 @@
 // step) resumes co-execution there. Results are those of eager execution, bit for bit.
 #pragma once
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <ostream>
@@ -49,6 +50,10 @@ struct EngineOptions {
   int max_specializations = 8;  ///< distinct nodes per program location (shapes, attributes)
   int max_blocks = 256;         ///< per iteration() call site
   int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
+  /// After a value-sized op (masked_select) in an iteration, a call that differs from its node
+  /// only in shapes and integer attributes makes the node dynamic instead of a new
+  /// specialization (docs/coexecution.md "Value-sized results"). false: specializations only.
+  bool dynamic_nodes = true;
   bool coexecute = true;        ///< false: trace nothing, run every iteration eagerly
   /// While an iteration records (it diverged, or its path is not compiled yet), resume
   /// co-execution at a call that starts a compiled block. Off by default: on the 2-core CPU
@@ -93,6 +98,9 @@ struct EngineStats {
   int64_t fallbacks = 0;    ///< started co-executing, then diverged or threw
   int64_t blocks = 0;       ///< blocks in all trace graphs
   int64_t nodes = 0;        ///< op nodes in all trace graphs
+  /// Of those, nodes whose shapes change from run to run (the result of a value-sized op such
+  /// as masked_select, and what is computed from it; docs/coexecution.md "Value-sized results").
+  int64_t dynamic_nodes = 0;
   int64_t paths = 0;        ///< distinct block sequences seen
   int64_t compiles = 0;     ///< blocks compiled (including re-compiles after a graph change)
   int64_t launches = 0;     ///< runs handed to the graph runner
@@ -118,7 +126,9 @@ struct EngineStats {
 inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
   os << "iterations " << s.iterations << " (eager " << s.eager << ", traced " << s.traced << ", co-executed "
      << s.coexecuted << ", fallen back " << s.fallbacks << "), blocks " << s.blocks
-     << ", nodes " << s.nodes << ", paths " << s.paths << ", compiles " << s.compiles
+     << ", nodes " << s.nodes;
+  if (s.dynamic_nodes) os << " (" << s.dynamic_nodes << " dynamic)";
+  os << ", paths " << s.paths << ", compiles " << s.compiles
      << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted << " (fast "
      << s.ops_fast << "), resumes " << s.resumes << ", jumps " << s.jumps;
   if (s.backoffs) os << ", backed off " << s.backed_off << " iterations (" << s.backoffs << " times)";
@@ -165,10 +175,12 @@ class Engine final : public trace::Hook {
   /// Counts so far (graph sizes summed over all iteration() call sites).
   EngineStats stats() const {
     EngineStats s = stats_;
-    s.blocks = s.nodes = 0;
+    s.blocks = s.nodes = s.dynamic_nodes = 0;
     for (const auto& [k, g] : graphs_) {
       s.blocks += int64_t(g.graph.blocks.size());
       s.nodes += int64_t(g.graph.num_nodes());
+      for (const trace::Block& b : g.graph.blocks)
+        for (const graph::IrNode& n : b.ir.nodes) s.dynamic_nodes += n.dynamic;
     }
     s.paths = int64_t(paths_.size());
     exec::Arena::GraphCounts g = arena_->graph_counts();
@@ -222,9 +234,10 @@ class Engine final : public trace::Hook {
   OutList dispatch(const OpCall& call, const OpInfo& info) override {
     return mode_ == trace::Mode::Tracing ? traced(call, info) : coexec(call, info);
   }
-  /// Host reads of traced values become block boundaries of later traces.
+  /// Host reads of values this iteration made or wrote become block boundaries of later traces
+  /// (a read of a feed or parameter nothing wrote yet waits for no run).
   void on_fetch(const Tensor& t) override {
-    if (mode_ != trace::Mode::Eager && rec_.knows(t)) rec_.note_fetch();
+    if (mode_ != trace::Mode::Eager && rec_.made_or_written(t)) rec_.note_fetch();
   }
 
  private:
@@ -303,7 +316,7 @@ class Engine final : public trace::Hook {
       if (exception) {
         if (!started_coexec_) ++stats_.reasons["exception thrown inside a traced iteration"];
       } else if (!(opts_.unchecked_replay && !gs_->graph.empty())) {  // a replay keeps its capture
-        trace::GraphLimits lim{opts_.max_specializations, opts_.max_blocks};
+        trace::GraphLimits lim{opts_.max_specializations, opts_.max_blocks, opts_.dynamic_nodes};
         rec_.expand();
         gs_->graph.merge(rec_.trace(), lim);
         for (auto& n : gs_->graph.notes) ++stats_.reasons[n];
@@ -330,6 +343,7 @@ class Engine final : public trace::Hook {
                          0, iter_t0_, exec::now_us() - iter_t0_});
     storage_.clear();
     attrs_.clear();
+    views_.clear();
     open_ = {};
     mode_ = trace::Mode::Eager;
   }
@@ -394,6 +408,7 @@ class Engine final : public trace::Hook {
     if (reset_binding) bind_.reset(rec_.trace().bufs.size(), blk.ir.bufs.size());
     storage_.assign(blk.ir.bufs.size(), {});
     attrs_.assign(blk.ir.nodes.size(), {});
+    views_.clear();
     launched_ = 0;
     if (!resumed_) path_.push_back(b);  // paths: the block sequences walked from the start
   }
@@ -416,7 +431,9 @@ class Engine final : public trace::Hook {
       for (size_t k = 0; k < node.outs.size(); ++k) {
         if (node.out_alias[k] >= 0) continue;
         Ref<Storage>& s = storage_[node.outs[k].buf];
-        if (s && s->use_count() > 1) {
+        // A dynamic buffer always gets memory of this run's size (its arena slice has the size
+        // of the first trace).
+        if (s && (s->use_count() > 1 || ir.bufs[node.outs[k].buf].dynamic)) {
           s->allocate_lazy();
         } else {
           s = {};
@@ -424,6 +441,9 @@ class Engine final : public trace::Hook {
       }
     }
     run->storage = storage_;
+    auto split_at = std::find_if(views_.begin(), views_.end(), [&](const auto& v) { return v.first >= end; });
+    run->views.assign(std::make_move_iterator(views_.begin()), std::make_move_iterator(split_at));
+    views_.erase(views_.begin(), split_at);
     for (Device d : c.plan->devices)
       if (const DeviceBackend& b = device_backend(d, "Engine"); b.get_stream)
         run->streams.push_back({d, b.get_stream(d.index)});
@@ -627,7 +647,7 @@ class Engine final : public trace::Hook {
         detail::may_snapshot(call, info))
       return false;
     const graph::IrNode& node = b.ir.nodes[idx_];
-    if (node.op != call.op || node.inplace != (call.out != nullptr) ||
+    if (node.dynamic || node.op != call.op || node.inplace != (call.out != nullptr) ||
         node.ins.size() != call.inputs.size() || !trace::same_structure(node.attrs, call.attrs) ||
         !b.sites[idx_].same_place(trace::Recorder::place_of(call.loc)))
       return false;
@@ -666,7 +686,7 @@ class Engine final : public trace::Hook {
     ++resumed_ops_;
     attrs_[idx_] = call.attrs;
     Signal* sig = open_signal().get();
-    for (size_t j = 0; j < call.inputs.size(); ++j) bind_external(node.ins[j].buf, call.inputs[j], sig);
+    for (size_t j = 0; j < call.inputs.size(); ++j) bind_external(node.ins[j].buf, call.inputs[j], sig, &node);
     if (call.out) {
       outs.push_back(answer_in_place(node, *call.out, sig));
     } else {
@@ -694,6 +714,11 @@ class Engine final : public trace::Hook {
   OutList answer(const OpCall& call, const OpInfo& info, detail::Prepared& p, trace::OpRecord& r) {
     const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
     ++resumed_ops_;
+    if (node.dynamic) {  // the executor runs it on this call's views
+      graph::NodeViews& v = views_.emplace_back(int32_t(idx_), graph::NodeViews{}).second;
+      for (const graph::ValueRef& x : r.ins) v.ins.push_back(x);
+      for (const graph::ValueRef& x : r.outs) v.outs.push_back(x);
+    }
     if (opts_.unchecked_replay) {
       attrs_[idx_] = node.attrs;  // frozen at capture, but for the random stream's position
       attrs_[idx_].seed = call.attrs.seed;
@@ -704,7 +729,7 @@ class Engine final : public trace::Hook {
     }
     Signal* sig = open_signal().get();
     for (size_t j = 0; j < std::min(call.inputs.size(), node.ins.size()); ++j)
-      bind_external(node.ins[j].buf, call.inputs[j], sig);
+      bind_external(node.ins[j].buf, call.inputs[j], sig, &node);
     OutList outs;
     if (call.out) {
       outs.push_back(answer_in_place(node, *call.out, sig));
@@ -737,7 +762,9 @@ class Engine final : public trace::Hook {
 
   // A tensor from outside the block, read or written by it: bound by reference for this run
   // (memory the user wrapped is copied now, as eager execution would have read it now).
-  void bind_external(int32_t b, const Tensor& t, Signal* sig) {
+  // read: the node that reads it (null for an in-place destination). Unless that node or an
+  // earlier run may write it, a host read need not wait for this run (Storage::readable).
+  void bind_external(int32_t b, const Tensor& t, Signal* sig, const graph::IrNode* read = nullptr) {
     const trace::Block& blk = gs_->graph.blocks[block_];
     if (!blk.ir.bufs[b].external || storage_[b]) return;
     const Ref<Storage>& s = t.storage();
@@ -749,7 +776,11 @@ class Engine final : public trace::Hook {
       return;
     }
     storage_[b] = s;
-    if (s->pending() != sig) s->set_pending(sig);
+    if (s->pending() == sig) return;
+    Signal* before = s->pending();
+    // batch_norm's kernel updates running stats among its inputs when it runs untracked.
+    bool read_only = read && read->op != Op::BatchNorm && (!before || before->done());
+    s->set_pending(sig, read_only);
   }
 
   EngineOptions opts_;
@@ -781,6 +812,7 @@ class Engine final : public trace::Hook {
   trace::Binding bind_;
   std::vector<Ref<Storage>> storage_;  // per buffer of the current block
   std::vector<Attrs> attrs_;           // per node of the current block
+  std::vector<std::pair<int32_t, graph::NodeViews>> views_;  // its dynamic nodes' views, ascending
   int32_t launched_ = 0;
   Ref<exec::RunSignal> open_, last_signal_;
   std::deque<Ref<exec::RunSignal>> inflight_;  // last run of each recent iteration

@@ -65,6 +65,7 @@ struct Run {
   int32_t begin = 0, end = 0;
   std::vector<Attrs> attrs;           // per node of the range
   std::vector<Ref<Storage>> storage;  // per buffer of the block
+  std::vector<std::pair<int32_t, graph::NodeViews>> views;  // dynamic nodes of the range, ascending
   Ref<RunSignal> signal;
   std::string name;  // for the timeline
   // Per device the block uses: the host thread's stream when it launched the run (see
@@ -207,7 +208,7 @@ class Runner {
       terra::detail::current_team() = &team_;
       try {
         RunStreams streams(r.streams);
-        r.exec->run({r.begin, r.end, r.attrs, r.storage});
+        r.exec->run({r.begin, r.end, r.attrs, r.storage, r.views});
       } catch (...) {
         err = std::current_exception();
       }

@@ -39,6 +39,17 @@ struct IrNode {
   SmallVector<ValueRef, 2> outs;
   SmallVector<int8_t, 2> out_alias;  // per output: input index it aliases, or -1
   bool inplace = false;              // outs[0] is a destination written in place
+  // Shape-dynamic: its views and integer attributes are each run's (NodeViews, the run's
+  // attrs), not the traced ones: a value-sized result (masked_select) and what is computed
+  // from it. Never fused or shared by cse; kernels run on whole tensors.
+  bool dynamic = false;
+};
+
+// The views a dynamic node reads and writes in one run, as the host's call made them (the
+// buffers are the node's; only shape, strides, offset are the run's).
+struct NodeViews {
+  SmallVector<ValueRef, 3> ins;
+  SmallVector<ValueRef, 2> outs;
 };
 
 struct IrBuffer {
@@ -46,6 +57,10 @@ struct IrBuffer {
   int64_t nbytes = 0;     // internal buffers: the bytes the producer allocates
   int32_t producer = -1;  // internal buffers: the node that creates it
   Device device = Device::cpu();  // where its memory is (an internal buffer: its arena)
+  // Internal buffers: its size changes from run to run (a dynamic node's fresh output). The
+  // engine gives every run storage of the run's size; the arena slice (nbytes as first
+  // traced) serves only runs made without one.
+  bool dynamic = false;
 };
 
 struct BlockIr {

@@ -89,7 +89,7 @@ namespace detail {
 
 inline bool cse_candidate(const Plan& p, int32_t n) {
   const IrNode& node = p.ir.nodes[n];
-  return !node.inplace && !is_view(node) && !is_random(node.op) &&
+  return !node.inplace && !node.dynamic && !is_view(node) && !is_random(node.op) &&
          written_bufs(node).size() == node.outs.size();
 }
 
@@ -150,7 +150,7 @@ namespace detail {
 // per tile and member would cost a launch each.
 inline bool fusable(const Plan& p, int32_t n) {
   const IrNode& node = p.ir.nodes[n];
-  if (!is_elementwise(op_info(node.op).kind) || p.same_as[n] >= 0 ||
+  if (!is_elementwise(op_info(node.op).kind) || p.same_as[n] >= 0 || node.dynamic ||
       node.outs.size() != 1 || is_view(node) || !node.outs[0].device.is_cpu())
     return false;
   for (const ValueRef& v : node.ins)

@@ -45,8 +45,8 @@ inline std::string shape_str(const Shape& s) {
 
 }  // namespace detail
 
-// {"nodes": [{op, attrs, ins, outs, inplace, dead, same_as}], "buffers": [{external, nbytes,
-// producer, device, arena_offset}], "steps": [{nodes, fused}], "arena_bytes" (the CPU arena),
+// {"nodes": [{op, attrs, ins, outs, inplace, dynamic, dead, same_as}], "buffers": [{external,
+// dynamic, nbytes, producer, device, arena_offset}], "steps": [{nodes, fused}], "arena_bytes" (the CPU arena),
 // "device_arenas": [{device, bytes}]}
 inline nlohmann::json to_json(const graph::Plan& p) {
   nlohmann::json j;
@@ -58,13 +58,14 @@ inline nlohmann::json to_json(const graph::Plan& p) {
     for (const auto& v : node.outs) outs.push_back(detail::to_json(v));
     j["nodes"].push_back({{"id", n}, {"op", op_name(node.op)}, {"attrs", detail::to_json(node.attrs)},
                           {"ins", ins}, {"outs", outs}, {"inplace", node.inplace},
-                          {"dead", n < p.dead.size() && p.dead[n]},
+                          {"dynamic", node.dynamic}, {"dead", n < p.dead.size() && p.dead[n]},
                           {"same_as", n < p.same_as.size() ? p.same_as[n] : -1}});
   }
   j["buffers"] = nlohmann::json::array();
   for (size_t b = 0; b < p.ir.bufs.size(); ++b) {
     const graph::IrBuffer& buf = p.ir.bufs[b];
-    j["buffers"].push_back({{"id", b}, {"external", buf.external}, {"nbytes", buf.nbytes},
+    j["buffers"].push_back({{"id", b}, {"external", buf.external}, {"dynamic", buf.dynamic},
+                            {"nbytes", buf.nbytes},
                             {"producer", buf.producer}, {"device", detail::device_str(buf.device)},
                             {"arena_offset", b < p.arena_offset.size() ? p.arena_offset[b] : -1}});
   }
@@ -79,9 +80,9 @@ inline nlohmann::json to_json(const graph::Plan& p) {
   return j;
 }
 
-// Nodes are boxes (op and output shape; dead ones dashed, cse'd ones grey), fused steps are
-// clusters, external buffers are ellipses; an edge runs from the last writer of a buffer to
-// each reader of it.
+// Nodes are boxes (op and output shape; dead ones dashed, cse'd ones grey, dynamic ones
+// orange), fused steps are clusters, external buffers are ellipses; an edge runs from the last
+// writer of a buffer to each reader of it.
 inline std::string to_dot(const graph::Plan& p) {
   std::ostringstream os;
   os << "digraph block {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n";
@@ -93,6 +94,7 @@ inline std::string to_dot(const graph::Plan& p) {
       << (node.outs.empty() ? "" : detail::shape_str(node.outs[0].shape)) << "\"";
     if (n < p.dead.size() && p.dead[n]) l << ", style=dashed";
     if (n < p.same_as.size() && p.same_as[n] >= 0) l << ", style=filled, fillcolor=grey";
+    if (node.dynamic) l << ", color=orange";  // shapes change from run to run
     return l.str() + "];\n";
   };
   for (size_t s = 0; s < p.steps.size(); ++s) {

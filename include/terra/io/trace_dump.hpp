@@ -30,7 +30,7 @@ inline nlohmann::json to_json(const trace::TraceGraph& g) {
                        {"shape", detail::shape_str(v.shape)}});
       }
       nodes.push_back({{"op", op_name(node.op)}, {"site", blk.sites[n].str()}, {"inputs", ins},
-                       {"outputs", outs}, {"inplace", node.inplace}});
+                       {"outputs", outs}, {"inplace", node.inplace}, {"dynamic", node.dynamic}});
     }
     out.push_back({{"id", b}, {"seen", blk.seen}, {"can_end", blk.can_end},
                    {"successors", blk.succ}, {"nodes", nodes}});
@@ -44,7 +44,8 @@ inline nlohmann::json to_json(const Engine& e) {
   nlohmann::json j;
   j["stats"] = {{"iterations", s.iterations}, {"eager", s.eager},   {"traced", s.traced},
                 {"coexecuted", s.coexecuted}, {"fallbacks", s.fallbacks}, {"blocks", s.blocks},
-                {"nodes", s.nodes},           {"paths", s.paths},   {"compiles", s.compiles},
+                {"nodes", s.nodes},           {"dynamic_nodes", s.dynamic_nodes},
+                {"paths", s.paths},           {"compiles", s.compiles},
                 {"launches", s.launches},     {"reasons", s.reasons}};
   j["graphs"] = nlohmann::json::array();
   for (const auto& [key, gs] : e.graphs()) {

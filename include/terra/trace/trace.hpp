@@ -57,6 +57,7 @@ struct TraceBuf {
   int64_t nbytes = 0;
   int32_t producer = -1;  // internal: the op that created it
   Device device = Device::cpu();
+  uint64_t version = 0;   // external: its storage's version when first used in the iteration
   bool external() const { return prov != Provenance::Internal; }
 };
 
@@ -160,6 +161,7 @@ class Recorder {
                                   : Provenance::Persistent;
     b.nbytes = int64_t(s->nbytes());
     b.device = s->device();
+    b.version = s->version.load(std::memory_order_relaxed);
     return add_buffer(s, b);
   }
   // A fresh output created by op `producer`.
@@ -171,6 +173,13 @@ class Recorder {
     return {buffer_of(t), t.shape(), t.strides(), t.storage_offset(), t.dtype(), t.device()};
   }
   bool knows(const Tensor& t) const { return (t.storage()->trace_tag >> 32) == serial_; }
+  // Did an op of this iteration make t's storage, or write it in place?
+  bool made_or_written(const Tensor& t) const {
+    const Storage& s = *t.storage();
+    if ((s.trace_tag >> 32) != serial_) return false;
+    const TraceBuf& b = trace_.bufs[size_t(s.trace_tag & 0xffffffffu) - 1];
+    return !b.external() || s.version.load(std::memory_order_relaxed) != b.version;
+  }
 
   Site site(const Loc& loc) {
     Site s = place_of(loc);

@@ -67,12 +67,49 @@ inline bool same_structure(const Attrs& a, const Attrs& b) {
          a.scalars.size() == b.scalars.size();
 }
 
+// Ops whose result size depends on input values (the host reads them to size it). Once one
+// has been called in an iteration, a later call that differs from its node only in shapes and
+// integer attributes makes the node dynamic (IrNode::dynamic) instead of a new specialization:
+// such sizes change nearly every step, and what is computed from them changes with them.
+inline bool value_sized(Op op) { return op == Op::MaskedSelect; }
+
+// What a call must share with node n whatever its shapes: op, place in the program, arity,
+// aliasing, attributes but for the values of `ints`, and every operand's dtype and device.
+inline bool same_kind(const Block& blk, int32_t n, const OpRecord& r) {
+  const graph::IrNode& node = blk.ir.nodes[n];
+  if (node.op != r.op || node.inplace != r.inplace || !blk.sites[n].same_place(r.site) ||
+      node.ins.size() != r.ins.size() || node.outs.size() != r.outs.size() ||
+      node.out_alias != r.out_alias || node.attrs.ints.size() != r.attrs.ints.size() ||
+      node.attrs.dtype != r.attrs.dtype || !(node.attrs.device == r.attrs.device) ||
+      node.attrs.scalars.size() != r.attrs.scalars.size())
+    return false;
+  for (size_t j = 0; j < r.ins.size(); ++j)
+    if (node.ins[j].dtype != r.ins[j].dtype || !(node.ins[j].device == r.ins[j].device)) return false;
+  for (size_t k = 0; k < r.outs.size(); ++k)
+    if (node.outs[k].dtype != r.outs[k].dtype || !(node.outs[k].device == r.outs[k].device)) return false;
+  return true;
+}
+
+// Must output k of node n keep its traced layout? A fresh output or an in-place destination
+// in a buffer of fixed size must; a view's layout is the run's (the host checked it against
+// its input), and so is a dynamic buffer's.
+inline bool fixed_output(const Block& blk, const graph::IrNode& node, size_t k) {
+  return (node.inplace || node.out_alias[k] < 0) && !blk.ir.bufs[node.outs[k].buf].dynamic;
+}
+
 // Could node n of `blk` stand for record r, buffers aside? (Same op, attributes, place in
 // the program, and layouts, devices included. The occurrence count is not compared: a path that skips a call
 // shifts the counts of every later call from the same place, e.g. the per-parameter lines
-// of an optimizer step, and those calls are still the same computations.)
+// of an optimizer step, and those calls are still the same computations.) A dynamic node
+// takes any shapes and integer attributes but keeps its fixed outputs' layouts.
 inline bool similar_node(const Block& blk, int32_t n, const OpRecord& r) {
   const graph::IrNode& node = blk.ir.nodes[n];
+  if (node.dynamic) {
+    if (!same_kind(blk, n, r)) return false;
+    for (size_t k = 0; k < r.outs.size(); ++k)
+      if (fixed_output(blk, node, k) && !same_layout(node.outs[k], r.outs[k])) return false;
+    return true;
+  }
   if (node.op != r.op || node.inplace != r.inplace || !blk.sites[n].same_place(r.site) ||
       node.ins.size() != r.ins.size() || node.outs.size() != r.outs.size() ||
       !same_structure(node.attrs, r.attrs) || node.out_alias != r.out_alias)
@@ -127,6 +164,7 @@ inline bool match_node(const Block& blk, int32_t n, const OpRecord& r, Binding& 
 struct GraphLimits {
   int max_specializations = 8;  // distinct nodes per program location
   int max_blocks = 256;
+  bool dynamic = true;  // value-sized results make dynamic nodes (see value_sized)
 };
 
 class TraceGraph {
@@ -151,6 +189,7 @@ class TraceGraph {
     bool fresh = blocks[0].ir.nodes.empty() && blocks[0].succ.empty() && !blocks[0].can_end;
     enter(cur, t);
     size_t fetch = 0;
+    bool sized = false;  // a value-sized op was called: shape changes make nodes dynamic
     for (size_t i = 0; i < t.ops.size(); ++i) {
       while (fetch < t.fetches.size() && t.fetches[fetch] <= int32_t(i)) {
         if (idx < blocks[cur].ir.nodes.size() && idx > 0) split(cur, idx);  // end at a fetch
@@ -158,14 +197,16 @@ class TraceGraph {
         ++fetch;
       }
       const OpRecord& r = t.ops[i];
+      sized |= lim.dynamic && value_sized(r.op);
       if (idx < blocks[cur].ir.nodes.size()) {
-        if (match_node(blocks[cur], int32_t(idx), r, bind_)) {
+        if (match_node(blocks[cur], int32_t(idx), r, bind_) ||
+            (sized && promote(cur, int32_t(idx), r) && match_node(blocks[cur], int32_t(idx), r, bind_))) {
           ++idx;
           continue;
         }
         split(cur, idx);
       }
-      if (int32_t s = find_successor(cur, r); s >= 0) {
+      if (int32_t s = find_successor(cur, r, sized); s >= 0) {
         cur = s, idx = 1, fresh = false;
         continue;
       }
@@ -207,16 +248,37 @@ class TraceGraph {
       ++blocks[b].seen;
     }
   }
-  int32_t find_successor(int32_t cur, const OpRecord& r) {
-    for (int32_t s : blocks[cur].succ) {
-      if (blocks[s].ir.nodes.empty()) continue;
-      bind_.reset(0, blocks[s].ir.bufs.size());
-      if (match_node(blocks[s], 0, r, bind_)) {
-        mark_seen(s);
-        return s;
+  // The successor of cur whose first node r is; with `sized`, one that r makes dynamic.
+  int32_t find_successor(int32_t cur, const OpRecord& r, bool sized) {
+    for (int pass = 0; pass < 1 + sized; ++pass)
+      for (int32_t s : blocks[cur].succ) {
+        if (blocks[s].ir.nodes.empty()) continue;
+        bind_.reset(0, blocks[s].ir.bufs.size());
+        if (pass == 1 && !promote(s, 0, r)) continue;
+        if (match_node(blocks[s], 0, r, bind_)) {
+          mark_seen(s);
+          return s;
+        }
       }
-    }
     return -1;
+  }
+  // Makes node n of block b dynamic so that it stands for r, which differs from it only in
+  // shapes and integer attributes (same_kind): its fresh outputs whose layout changed get
+  // dynamic buffers. False, changing nothing, where r differs otherwise or writes in place
+  // through another layout into a buffer of fixed size.
+  bool promote(int32_t b, int32_t n, const OpRecord& r) {
+    Block& blk = blocks[b];
+    if (!same_kind(blk, n, r) || similar_node(blk, n, r)) return false;
+    graph::IrNode& node = blk.ir.nodes[n];
+    for (size_t k = 0; k < r.outs.size(); ++k)
+      if (node.inplace && fixed_output(blk, node, k) && !same_layout(node.outs[k], r.outs[k]))
+        return false;
+    node.dynamic = true;
+    for (size_t k = 0; k < r.outs.size(); ++k)
+      if (fixed_output(blk, node, k) && !same_layout(node.outs[k], r.outs[k]))
+        blk.ir.bufs[node.outs[k].buf].dynamic = true;
+    ++blk.version;
+    return true;
   }
   // A node elsewhere with the same program location and matching inputs: the paths re-join.
   int32_t find_join(int32_t cur, const OpRecord& r, const Trace& t) {
