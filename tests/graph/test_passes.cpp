@@ -531,3 +531,71 @@ TEST(GraphPasses, DeviceBuffersGetTheirOwnArenaAndNoFusion) {
   EXPECT_EQ(p.arena_bytes, 512);  // buffers 2 and 3 only
 }
 }  // namespace
+
+// Dynamic nodes (value-sized results, IrNode::dynamic): never fused or shared by cse, and run
+// on the views each run gives (RunArgs::views), in storage of the run's size, which may differ
+// from the traced shapes. Traced on [64, 33], run on [10, 33].
+TEST(GraphPasses, DynamicNodesRunOnTheRunsViews) {
+  auto prog = [](Builder& b, Inputs& in) {
+    for (auto& t : in) b.ext(t);
+    Tensor y1 = b.bin(Op::Mul, in[0], in[1]);
+    Tensor y2 = b.bin(Op::Mul, in[0], in[1]);  // the same computation: cse would share it
+    Tensor r = b.un(Op::Relu, b.bin(Op::Add, y1, y2));
+    b.hold(r);
+    b.hold(b.sum(r));
+  };
+  auto make = [](int64_t rows) {
+    return Inputs{tt::random({rows, 33}, DType::Float32, 21), tt::random({33}, DType::Float32, 22)};
+  };
+  Builder b;
+  Inputs traced = make(64);
+  prog(b, traced);
+  for (graph::IrNode& n : b.ir.nodes) n.dynamic = true;
+  for (graph::IrBuffer& buf : b.ir.bufs)
+    if (!buf.external && buf.nbytes > 4) buf.dynamic = true;  // all but the sum's scalar
+  auto plan = std::make_shared<const Plan>(graph::compile(b.ir));
+  EXPECT_TRUE(fused_steps(*plan).empty());
+  for (int32_t m : plan->same_as) EXPECT_EQ(m, -1);
+  EXPECT_TRUE(io::to_json(*plan)["nodes"][0]["dynamic"].get<bool>());
+
+  Inputs in = make(10);
+  Builder eager;
+  eager.recording = false;
+  prog(eager, in);
+  // The run's views: every [64, 33] of the trace is [10, 33] now.
+  std::vector<std::pair<int32_t, graph::NodeViews>> views;
+  auto now = [](ValueRef v) {
+    if (!v.shape.empty() && v.shape[0] == 64) {
+      v.shape[0] = 10;
+      v.strides = contiguous_strides(v.shape);
+    }
+    return v;
+  };
+  for (int32_t n = 0; n < int32_t(plan->ir.nodes.size()); ++n) {
+    graph::NodeViews nv;
+    for (const ValueRef& v : plan->ir.nodes[n].ins) nv.ins.push_back(now(v));
+    for (const ValueRef& v : plan->ir.nodes[n].outs) nv.outs.push_back(now(v));
+    views.emplace_back(n, std::move(nv));
+  }
+  std::vector<Ref<Storage>> st(plan->ir.bufs.size());
+  st[b.ext_bufs[0]] = in[0].storage();
+  st[b.ext_bufs[1]] = in[1].storage();
+  for (size_t k = 0; k < st.size(); ++k)
+    if (plan->ir.bufs[k].dynamic) st[k] = Storage::allocate(10 * 33 * 4, Device::cpu());
+  int32_t sum_buf = plan->ir.nodes.back().outs[0].buf;
+  st[sum_buf] = Storage::allocate(4, Device::cpu());
+  exec::CpuExecutor ex(plan);
+  ex.run({.begin = 0, .end = int32_t(plan->ir.nodes.size()), .storage = st, .views = views});
+  int32_t r_buf = plan->ir.nodes[3].outs[0].buf;
+  EXPECT_EQ(bytes_of(Tensor::from_storage(st[r_buf], {10, 33}, {33, 1}, 0, DType::Float32)),
+            bytes_of(eager.held[0]));
+  EXPECT_EQ(bytes_of(Tensor::from_storage(st[sum_buf], {}, {}, 0, DType::Float32)),
+            bytes_of(eager.held[1]));
+  // Views larger than the memory bound this run, or naming the wrong number of operands, are
+  // an error, not a read or write out of bounds.
+  views[0].second.outs[0].shape[0] = 20;
+  EXPECT_THROW(ex.run({.begin = 0, .end = 1, .storage = st, .views = views}), Error);
+  views[0].second.outs[0].shape[0] = 10;
+  views[0].second.ins.pop_back();
+  EXPECT_THROW(ex.run({.begin = 0, .end = 1, .storage = st, .views = views}), Error);
+}

@@ -560,6 +560,21 @@ class CpuExecutor {
     TERRA_CHECK(bool(s), "graph.run", "external buffer ", b, " is not bound");
     return Tensor::from_storage(s, v.shape, v.strides, v.offset, v.dtype);
   }
+  // Buffer b seen through the layout of v, a view a run gave: checked against the memory
+  // bound to b this run (the traced sizes say nothing about it).
+  Tensor run_view(int32_t n, int32_t b, const graph::ValueRef& v) const {
+    Tensor t = view(b, v);
+    int64_t last = v.offset;
+    bool empty = false;
+    for (size_t d = 0; d < v.shape.size(); ++d) {
+      empty |= v.shape[d] == 0;
+      last += (v.shape[d] - 1) * v.strides[d];
+    }
+    TERRA_CHECK(empty || (v.offset >= 0 && size_t(last + 1) * itemsize(v.dtype) <= t.storage()->nbytes()),
+                "graph.run", "node ", n, " (", op_name(plan_->ir.nodes[n].op), "): view ", v.shape,
+                " at offset ", v.offset, " reaches past its buffer of ", t.storage()->nbytes(), " bytes");
+    return t;
+  }
   // The views the run gives for dynamic node n, if any.
   const graph::NodeViews* run_views(int32_t n, const RunArgs& a) const {
     auto it = std::lower_bound(a.views.begin(), a.views.end(), n,
@@ -615,8 +630,8 @@ class CpuExecutor {
     } release{h};
     if (const graph::NodeViews* v = node.dynamic ? run_views(n, a) : nullptr) {
       // This run's views of the node's buffers: fresh handles (their shapes change).
-      for (size_t i = 0; i < node.ins.size(); ++i) h.ins[i] = view(node.ins[i].buf, v->ins[i]);
-      for (size_t i = 0; i < node.outs.size(); ++i) h.outs[i] = view(node.outs[i].buf, v->outs[i]);
+      for (size_t i = 0; i < node.ins.size(); ++i) h.ins[i] = run_view(n, node.ins[i].buf, v->ins[i]);
+      for (size_t i = 0; i < node.outs.size(); ++i) h.outs[i] = run_view(n, node.outs[i].buf, v->outs[i]);
     } else {
       for (size_t i = 0; i < node.ins.size(); ++i) aim(h.ins[i], node.ins[i]);
       for (size_t i = 0; i < node.outs.size(); ++i) aim(h.outs[i], node.outs[i]);
