@@ -714,11 +714,8 @@ class Engine final : public trace::Hook {
   OutList answer(const OpCall& call, const OpInfo& info, detail::Prepared& p, trace::OpRecord& r) {
     const graph::IrNode& node = gs_->graph.blocks[block_].ir.nodes[idx_];
     ++resumed_ops_;
-    if (node.dynamic) {  // the executor runs it on this call's views
-      graph::NodeViews& v = views_.emplace_back(int32_t(idx_), graph::NodeViews{}).second;
-      for (const graph::ValueRef& x : r.ins) v.ins.push_back(x);
-      for (const graph::ValueRef& x : r.outs) v.outs.push_back(x);
-    }
+    if (node.dynamic)  // the executor runs it on this call's views
+      views_.emplace_back(int32_t(idx_), graph::NodeViews{r.ins, r.outs});
     if (opts_.unchecked_replay) {
       attrs_[idx_] = node.attrs;  // frozen at capture, but for the random stream's position
       attrs_[idx_].seed = call.attrs.seed;

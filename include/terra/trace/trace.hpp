@@ -175,8 +175,8 @@ class Recorder {
   bool knows(const Tensor& t) const { return (t.storage()->trace_tag >> 32) == serial_; }
   // Did an op of this iteration make t's storage, or write it in place?
   bool made_or_written(const Tensor& t) const {
+    if (!knows(t)) return false;
     const Storage& s = *t.storage();
-    if ((s.trace_tag >> 32) != serial_) return false;
     const TraceBuf& b = trace_.bufs[size_t(s.trace_tag & 0xffffffffu) - 1];
     return !b.external() || s.version.load(std::memory_order_relaxed) != b.version;
   }

@@ -103,17 +103,14 @@ inline bool fixed_output(const Block& blk, const graph::IrNode& node, size_t k) 
 // of an optimizer step, and those calls are still the same computations.) A dynamic node
 // takes any shapes and integer attributes but keeps its fixed outputs' layouts.
 inline bool similar_node(const Block& blk, int32_t n, const OpRecord& r) {
+  if (!same_kind(blk, n, r)) return false;
   const graph::IrNode& node = blk.ir.nodes[n];
   if (node.dynamic) {
-    if (!same_kind(blk, n, r)) return false;
     for (size_t k = 0; k < r.outs.size(); ++k)
       if (fixed_output(blk, node, k) && !same_layout(node.outs[k], r.outs[k])) return false;
     return true;
   }
-  if (node.op != r.op || node.inplace != r.inplace || !blk.sites[n].same_place(r.site) ||
-      node.ins.size() != r.ins.size() || node.outs.size() != r.outs.size() ||
-      !same_structure(node.attrs, r.attrs) || node.out_alias != r.out_alias)
-    return false;
+  if (node.attrs.ints != r.attrs.ints) return false;
   for (size_t j = 0; j < r.ins.size(); ++j)
     if (!same_layout(node.ins[j], r.ins[j])) return false;
   for (size_t k = 0; k < r.outs.size(); ++k)
