@@ -50,6 +50,14 @@ struct EngineOptions {
   int max_specializations = 8;  ///< distinct nodes per program location (shapes, attributes)
   int max_blocks = 256;         ///< per iteration() call site
   int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
+  /// Streaming: whenever the graph runner is idle and the current block has this many recorded
+  /// ops not yet launched, they are launched, so the runner executes the block while the host
+  /// is still recording it instead of after. On where a host read waits: for the rest of an
+  /// iteration in which a read found the runner busy, and in a block whose last run ended in
+  /// a read that waited for at least this many of its ops. A program that reads a value in
+  /// every step then overlaps its recording with execution. 0: launch only at block ends and
+  /// reads (docs/coexecution.md "Streaming").
+  int stream_after = 16;
   /// After a value-sized op (masked_select) in an iteration, a call that differs from its node
   /// only in shapes and integer attributes makes the node dynamic instead of a new
   /// specialization (docs/coexecution.md "Value-sized results"). false: specializations only.
@@ -104,6 +112,7 @@ struct EngineStats {
   int64_t paths = 0;        ///< distinct block sequences seen
   int64_t compiles = 0;     ///< blocks compiled (including re-compiles after a graph change)
   int64_t launches = 0;     ///< runs handed to the graph runner
+  int64_t streamed = 0;     ///< of those, launched early to an idle runner (stream_after)
   int64_t ops_coexecuted = 0;  ///< op calls answered with lazy handles
   int64_t ops_fast = 0;        ///< of those, matched on the fast path (no shape inference)
   int64_t resumes = 0;         ///< times co-execution resumed inside a recording iteration
@@ -129,7 +138,7 @@ inline std::ostream& operator<<(std::ostream& os, const EngineStats& s) {
      << ", nodes " << s.nodes;
   if (s.dynamic_nodes) os << " (" << s.dynamic_nodes << " dynamic)";
   os << ", paths " << s.paths << ", compiles " << s.compiles
-     << ", launches " << s.launches << ", ops co-executed " << s.ops_coexecuted << " (fast "
+     << ", launches " << s.launches << " (streamed " << s.streamed << "), ops co-executed " << s.ops_coexecuted << " (fast "
      << s.ops_fast << "), resumes " << s.resumes << ", jumps " << s.jumps;
   if (s.backoffs) os << ", backed off " << s.backed_off << " iterations (" << s.backoffs << " times)";
   if (s.graph_launches || s.graph_failures || !s.not_captured.empty())
@@ -198,6 +207,8 @@ class Engine final : public trace::Hook {
     uint64_t version = 0;                      ///< the block version it was compiled from
     std::shared_ptr<const graph::Plan> plan;   ///< after dce, cse, fuse, plan_memory
     std::shared_ptr<exec::CpuExecutor> exec;   ///< runs the plan (in the engine's arena)
+    /// Per node: the first node of its plan step (a launch that ends there splits no fused step).
+    std::vector<int32_t> step_begin;
   };
   /// The trace graph of one iteration() call site.
   struct GraphState {
@@ -208,6 +219,9 @@ class Engine final : public trace::Hook {
     int64_t eager_left = 0;  ///< iterations left in the current pause
     trace::TraceGraph graph;         ///< the merged traces
     std::vector<Compiled> compiled;  ///< per block
+    /// Per block: its last run ended in a host read that waited for EngineOptions::stream_after
+    /// or more of its ops, so its next run streams.
+    std::vector<uint8_t> stream;
     /// The calls (op and program place) of the blocks traced compile_after times (rebuilt after
     /// every merge).
     std::unordered_set<uint64_t> seasoned;
@@ -236,8 +250,19 @@ class Engine final : public trace::Hook {
   }
   /// Host reads of values this iteration made or wrote become block boundaries of later traces
   /// (a read of a feed or parameter nothing wrote yet waits for no run).
+  /// A read that will wait turns streaming on (EngineOptions::stream_after): for the rest of
+  /// the iteration if the runner is still busy, and for the block's next run if the read runs
+  /// stream_after or more of its ops first.
   void on_fetch(const Tensor& t) override {
     if (mode_ != trace::Mode::Eager && rec_.made_or_written(t)) rec_.note_fetch();
+    if (mode_ != trace::Mode::CoExecuting || opts_.stream_after <= 0 || !t.defined()) return;
+    const Storage& st = *t.storage();
+    Signal* s = st.pending();
+    if (!s || s->done() || st.readable()) return;
+    if (!runner_.idle()) streaming_ = true;
+    // (A block that streams already keeps streaming while a read still waits for its ops.)
+    if (s == open_.get() && (stream_here_ || int64_t(idx_) - launched_ >= opts_.stream_after))
+      read_waited_ = true;
   }
 
  private:
@@ -270,6 +295,8 @@ class Engine final : public trace::Hook {
     diverged_.clear();
     resumed_ = false;
     jumped_ = false;
+    streaming_ = false;
+    in_block_ = false;
     jumps_left_ = opts_.jump ? kJumpBudget : 0;
     resume_budget_ = opts_.resume && !opts_.unchecked_replay ? kResumeBudget : 0;
     iter_t0_ = opts_.timeline ? exec::now_us() : 0;
@@ -290,6 +317,7 @@ class Engine final : public trace::Hook {
       const trace::Block& b = gs_->graph.blocks[block_];
       bool complete = idx_ == b.ir.nodes.size() && b.can_end;
       launch_segment(int32_t(idx_));
+      leave_block();
       if (exception) {
         diverged_ = "exception thrown inside the iteration";
       } else if (!complete) {
@@ -397,12 +425,19 @@ class Engine final : public trace::Hook {
       c.plan = std::make_shared<const graph::Plan>(graph::compile(blk.ir));
       c.exec = std::make_shared<exec::CpuExecutor>(c.plan, exec::CpuExecutor::kTileElems, arena_);
       c.version = blk.version;
+      c.step_begin.assign(blk.ir.nodes.size(), 0);
+      for (const graph::Step& st : c.plan->steps)
+        for (int32_t n : st.nodes) c.step_begin[size_t(n)] = st.nodes.front();
       ++stats_.compiles;
     }
     return c;
   }
   void enter_block(int32_t b, bool reset_binding) {
+    leave_block();
     block_ = b;
+    in_block_ = true;
+    stream_here_ = size_t(b) < gs_->stream.size() && gs_->stream[size_t(b)];
+    read_waited_ = false;
     idx_ = 0;
     const trace::Block& blk = gs_->graph.blocks[b];
     if (reset_binding) bind_.reset(rec_.trace().bufs.size(), blk.ir.bufs.size());
@@ -411,6 +446,15 @@ class Engine final : public trace::Hook {
     views_.clear();
     launched_ = 0;
     if (!resumed_) path_.push_back(b);  // paths: the block sequences walked from the start
+  }
+
+  // The walk leaves the current block: whether a read in it waited for stream_after of its ops
+  // decides whether its next run streams.
+  void leave_block() {
+    if (!in_block_) return;
+    in_block_ = false;
+    if (gs_->stream.size() <= size_t(block_)) gs_->stream.resize(gs_->graph.blocks.size());
+    if (size_t(block_) < gs_->stream.size()) gs_->stream[size_t(block_)] = read_waited_;
   }
 
   // Launches nodes [launched_, end) of the current block on the runner.
@@ -456,6 +500,18 @@ class Engine final : public trace::Hook {
     launched_ = end;
     ++stats_.launches;
     runner_.push(std::move(run), wake);
+  }
+  // EngineOptions::stream_after: while streaming, launch the open segment when the runner is
+  // idle and it holds enough ops, ending it where no fused step is cut in two.
+  void maybe_stream() {
+    if (!(streaming_ || stream_here_) || int64_t(idx_) - launched_ < opts_.stream_after ||
+        !runner_.idle())
+      return;
+    const Compiled& c = compiled(block_);
+    int32_t end = idx_ < c.step_begin.size() ? c.step_begin[idx_] : int32_t(idx_);
+    if (end - launched_ < opts_.stream_after) return;
+    launch_segment(end);
+    ++stats_.streamed;
   }
   Ref<exec::RunSignal>& open_signal() {
     if (!open_) {
@@ -624,6 +680,7 @@ class Engine final : public trace::Hook {
       if (diverged_.empty()) diverged_ = why;  // after a resume, the first reason counts
       if (resumed_ && resumed_ops_ < kResumeMinOps) --resume_budget_;
       launch_segment(int32_t(idx_));
+      in_block_ = false;
       mode_ = trace::Mode::Tracing;
       r.outs.clear();
       r.out_alias.clear();
@@ -706,6 +763,7 @@ class Engine final : public trace::Hook {
     if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
     ++stats_.ops_coexecuted;
     ++stats_.ops_fast;
+    maybe_stream();
     return true;
   }
 
@@ -745,6 +803,7 @@ class Engine final : public trace::Hook {
     rec_.finish_expected(outs);
     if (p.record) autograd_record(call, info, outs, p.saved_inputs(call), p.versions);
     ++stats_.ops_coexecuted;
+    maybe_stream();
     return outs;
   }
 
@@ -800,6 +859,10 @@ class Engine final : public trace::Hook {
   static constexpr int kJumpBudget = 8;
   static constexpr int64_t kMaxBackoff = 1024;  // iterations
   bool jumped_ = false;  // went along an edge never traced (jump()): merge the trace
+  bool streaming_ = false;  // a read found the runner busy: launch early (stream_after)
+  bool stream_here_ = false;  // the current block streams (its last run ended in a waiting read)
+  bool read_waited_ = false;  // a read in the current block waited for stream_after of its ops
+  bool in_block_ = false;     // walking a block (leave_block() has something to record)
   int jumps_left_ = 0;
   int resume_budget_ = 0;
   int64_t resumed_ops_ = 0;

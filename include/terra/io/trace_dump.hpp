@@ -46,7 +46,8 @@ inline nlohmann::json to_json(const Engine& e) {
                 {"coexecuted", s.coexecuted}, {"fallbacks", s.fallbacks}, {"blocks", s.blocks},
                 {"nodes", s.nodes},           {"dynamic_nodes", s.dynamic_nodes},
                 {"paths", s.paths},           {"compiles", s.compiles},
-                {"launches", s.launches},     {"reasons", s.reasons}};
+                {"launches", s.launches},     {"streamed", s.streamed},
+                {"reasons", s.reasons}};
   j["graphs"] = nlohmann::json::array();
   for (const auto& [key, gs] : e.graphs()) {
     nlohmann::json plans = nlohmann::json::array();
