@@ -298,3 +298,22 @@ TEST(VjpNn, EmptyAndHalfInputs) {
   tt::expect_close(rv, {2}, rv0.to_vector<double>(), 1e-3, 1e-3);
   for (double v : x.grad().to_vector<double>()) EXPECT_NEAR(v, 0.0, 1e-2);
 }
+
+// The graph keeps what a vjp reads and nothing more: batch_norm's, layer_norm's and dropout's
+// y (their vjps read the statistics or the mask) dies with its last handle, so a layer's
+// activation is not held twice until backward. The gradients are unchanged (above).
+TEST(VjpNn, NormalizationAndDropoutOutputsAreNotKept) {
+  Tensor x = rnd({4, 3, 5}, 81).set_requires_grad(), w = rnd({3}, 82).set_requires_grad();
+  Tensor y = tr::batch_norm(x, w, {}, {}, {}, true);
+  Tensor z = tr::relu(y);  // relu keeps its own output, not y
+  EXPECT_EQ(y.storage()->use_count(), 1);
+  Tensor ln = tr::layer_norm(x, {5}, {}, {});
+  EXPECT_EQ(ln.storage()->use_count(), 1);
+  auto [d, mask] = tr::native_dropout(x, 0.5, true);
+  EXPECT_EQ(d.storage()->use_count(), 1);
+  EXPECT_GT(mask.storage()->use_count(), 1);  // the mask is kept for the vjp
+  Tensor loss = (z * z).sum() + ln.sum() + d.sum();
+  loss.backward();
+  EXPECT_TRUE(x.grad().defined());
+  EXPECT_TRUE(w.grad().defined());
+}

@@ -285,9 +285,10 @@ inline void autograd_record(const OpCall& call, const OpInfo& info, OutList& out
     }
   }
   if (info.saves & kSaveOutputs) {
-    for (const Tensor& o : outs) {
-      node->outputs.push_back(ad::detached(o));
-      node->out_versions.push_back(o.storage()->version.load());
+    for (size_t i = 0; i < outs.size(); ++i) {
+      bool keep = !(info.unsaved_outputs >> i & 1) && outs[i].defined();
+      node->outputs.push_back(keep ? ad::detached(outs[i]) : Tensor());
+      node->out_versions.push_back(keep ? outs[i].storage()->version.load() : 0);
     }
   }
   node->retained.resize(outs.size());

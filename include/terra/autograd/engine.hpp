@@ -20,6 +20,7 @@ inline void check_saved(const Node& n) {
               "first backward()");
   auto check = [&](const SmallVector<Tensor, 3>& ts, const SmallVector<uint64_t, 3>& vs, const char* what) {
     for (size_t i = 0; i < ts.size(); ++i) {
+      if (!ts[i].defined()) continue;  // not kept (OpInfo::unsaved_outputs)
       uint64_t now = ts[i].storage()->version.load();
       TERRA_CHECK(now == vs[i], "backward", what, " ", i, " of ", n.name(), " (shape ", ts[i].shape(),
                   ") was modified by an in-place operation after it was saved (version ", vs[i],
@@ -33,6 +34,10 @@ inline void check_saved(const Node& n) {
 inline SmallVector<Tensor, 3> reattached_outputs(Node& n) {
   SmallVector<Tensor, 3> out;
   for (size_t i = 0; i < n.outputs.size(); ++i) {
+    if (!n.outputs[i].defined()) {  // not kept (OpInfo::unsaved_outputs)
+      out.push_back(Tensor());
+      continue;
+    }
     Tensor t = detached(n.outputs[i]);
     if (is_floating(t.dtype())) {
       Meta& m = ensure_meta(t);

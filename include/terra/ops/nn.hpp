@@ -38,6 +38,7 @@ struct LogSoftmax : Softmax {
 // x: [*, *normalized_shape], weight/bias: normalized_shape -> (y: x's shape, mean: [*], rstd: [*]).
 // The vjp reads x, weight, mean and rstd; it also differentiates the mean and rstd outputs.
 struct LayerNorm : Stateless {
+  static constexpr uint8_t unsaved_outputs = 1;  // y
   TERRA_VJP;
   static void infer(const OpCall& c, MetaList& out) {
     const Tensor& x = c.inputs[0];
@@ -72,6 +73,7 @@ struct LayerNorm : Stateless {
 // call that autograd records gets none as inputs (native_batch_norm updates them itself, see
 // there), so no saved input is modified by the kernel.
 struct BatchNorm : Stateless {
+  static constexpr uint8_t unsaved_outputs = 1;  // y
   TERRA_VJP;
   static void infer(const OpCall& c, MetaList& out) {
     const Tensor& x = c.inputs[0];
@@ -150,6 +152,7 @@ struct BatchNormBackward {
 // The vjp reads the mask: grad * mask / (1 - p); not training, the identity.
 struct Dropout : Stateless {
   static constexpr uint8_t saves = kSaveOutputs;
+  static constexpr uint8_t unsaved_outputs = 1;  // y: the vjp reads the mask alone
   static constexpr bool infer_reads_scalars = true;  // checks p
   TERRA_VJP;
   static void infer(const OpCall& c, MetaList& out) {

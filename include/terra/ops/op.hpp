@@ -99,6 +99,10 @@ struct OpInfo {
   // p), not just the inputs' layouts and the integer attributes. Co-execution otherwise takes
   // a call whose inputs and attributes match a traced node to have that node's outputs.
   bool infer_reads_scalars;
+  // Bit i: output i is not kept for the vjp even under kSaveOutputs (the vjp never reads it).
+  // batch_norm's y, for one: keeping it held an activation per layer until backward and
+  // made every y "held by the host" to the co-execution planner (graph::Plan::epilogue).
+  uint8_t unsaved_outputs;
 };
 
 // Defined in ops/table.hpp, once every op's rule is known.

@@ -18,6 +18,11 @@ constexpr uint8_t saves_of() {
   else return kSaveAll;
 }
 template <class T>
+constexpr uint8_t unsaved_outputs_of() {
+  if constexpr (requires { T::unsaved_outputs; }) return T::unsaved_outputs;
+  else return 0;
+}
+template <class T>
 constexpr bool infer_reads_scalars_of() {
   if constexpr (requires { T::infer_reads_scalars; }) return T::infer_reads_scalars;
   else return false;
@@ -25,7 +30,7 @@ constexpr bool infer_reads_scalars_of() {
 inline constexpr OpInfo kOpTable[] = {
 #define X(Type, name, kind, arity)                                                          \
   {#name, OpKind::kind, arity, &op::Type::infer, vjp_of<op::Type>(), saves_of<op::Type>(), \
-   infer_reads_scalars_of<op::Type>()},
+   infer_reads_scalars_of<op::Type>(), unsaved_outputs_of<op::Type>()},
 #include "terra/ops/ops.def"
 #undef X
 };
