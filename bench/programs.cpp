@@ -121,7 +121,8 @@ void report(const char* name, const char* mode, bool paper, int iters, int skip,
     js << ", \"stats\": {\"eager\": " << s.eager << ", \"traced\": " << s.traced
        << ", \"coexecuted\": " << s.coexecuted << ", \"fallbacks\": " << s.fallbacks
        << ", \"blocks\": " << s.blocks << ", \"paths\": " << s.paths
-       << ", \"compiles\": " << s.compiles << "}";
+       << ", \"compiles\": " << s.compiles << ", \"launches\": " << s.launches
+       << ", \"streamed\": " << s.streamed << "}";
   }
   js << ", \"error\": \"" << escape(error) << "\"}";
   std::printf("%s\n", js.str().c_str());

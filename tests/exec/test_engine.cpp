@@ -614,3 +614,60 @@ TEST(CoExec, StreamsTheRestOfAStepAfterAReadThatWaits) {
   EXPECT_GT(streamed.stats.streamed, 0);
   EXPECT_GT(streamed.stats.launches, whole.stats.launches);
 }
+
+// conv -> batch_norm -> relu training steps under the engine: the compiled forward runs the
+// first relu inside its batch_norm (graph::Plan::epilogue; autograd's running-statistics
+// update sits between the two), and parameters, running statistics and losses stay eager's
+// bits.
+TEST(CoExec, BatchNormReluEpilogueKeepsEagerBits) {
+  namespace tr = terra;
+  namespace nn = terra::nn;
+  auto run = [](bool use_engine, int* epilogues) {
+    tr::thread_manual_seed(31);
+    progs::Outcome o;
+    nn::Conv2d c1(3, 6, 3), c2(6, 4, 3);
+    nn::BatchNorm2d b1(6), b2(4);
+    std::vector<tr::Tensor> params;
+    for (nn::Module* m : std::initializer_list<nn::Module*>{c1.get(), c2.get(), b1.get(), b2.get()})
+      for (auto& p : m->parameters()) params.push_back(p);
+    tr::optim::SGD opt(params, {.lr = 0.05, .momentum = 0.9});
+    std::mt19937 rng(32);
+    tr::Engine engine;
+    for (int i = 0; i < 30; ++i) {
+      auto body = [&] {
+        tr::Tensor x = progs::host_batch(rng, 4 * 3, 10 * 10).view({4, 3, 10, 10});
+        tr::Tensor h = tr::relu(b2(c2(tr::relu(b1(c1(x))))));
+        tr::Tensor loss = (h * h).mean();
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        if (i % 5 == 0) o.fetched.push_back(loss.item<double>());
+      };
+      if (use_engine) {
+        auto it = engine.iteration();
+        body();
+      } else {
+        body();
+      }
+    }
+    engine.synchronize();
+    o.stats = engine.stats();
+    for (nn::Module* m : {static_cast<nn::Module*>(b1.get()), static_cast<nn::Module*>(b2.get())})
+      for (auto& [name, t] : m->named_buffers()) params.push_back(t);
+    progs::collect(o, params);
+    if (epilogues) {
+      *epilogues = 0;
+      nlohmann::json j = tr::io::to_json(engine);
+      for (const auto& g : j["graphs"])
+        for (const auto& pl : g["plans"])
+          for (const auto& n : pl["plan"]["nodes"]) *epilogues += n["epilogue"].get<int>() >= 0;
+    }
+    return o;
+  };
+  int epilogues = 0;
+  progs::Outcome eager = run(false, nullptr), co = run(true, &epilogues);
+  expect_same(eager, co);
+  EXPECT_GE(co.stats.coexecuted, 25) << co.stats;
+  // The first relu only: the second is fused into an elementwise chain with the loss's h * h.
+  EXPECT_GE(epilogues, 1);
+}

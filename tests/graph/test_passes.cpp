@@ -495,6 +495,81 @@ TEST(GraphPasses, KernelErrorSurfaces) {
   EXPECT_THROW(ex.run({.begin = 0, .end = n, .storage = st}), terra::Error);
 }
 
+// relu(batch_norm(x)) in training mode, with weight, bias and running statistics (which the
+// kernel updates in place). between: ops on other values between the two (as autograd's
+// update of the running statistics); also_read: a second node reads the batch_norm's output.
+Program bn_relu(bool between, bool also_read) {
+  return [between, also_read](Builder& b, Inputs& in) {
+    for (auto& t : in) b.ext(t);
+    Attrs a;
+    a.ints = {1, 1, 1, 1, 1};
+    a.scalars = {0.1, 1e-5};
+    OutList o = b.call(Op::BatchNorm, {in[0], in[1], in[2], in[3], in[4]}, a);
+    if (between) {
+      Tensor m = b.scal(Op::Mul, o[1], 0.5);
+      b.bin_(Op::Add, in[3], m);  // writes an input of the batch_norm after it ran
+      b.hold(b.sum(in[0]));  // (a same-shaped elementwise op here would fuse with the relu)
+    }
+    Tensor z = b.un(Op::Relu, o[0]);
+    b.hold(b.sum(z));
+    b.hold(z);
+    b.hold(o[2]);
+    if (also_read) b.hold(b.sum(o[0]));
+  };
+}
+MakeInputs bn_inputs(DType dt) {
+  return [dt] {
+    DType rs = dt == DType::Float64 ? dt : DType::Float32;  // running stats: updated in place
+    return Inputs{tt::random({6, 5, 7, 3}, dt, 11), tt::random({5}, dt, 12), tt::random({5}, dt, 13),
+                  tt::random({5}, rs, 14), tt::random({5}, rs, 15)};
+  };
+}
+
+// A batch_norm whose output only a relu reads writes the relu's output in its own pass, with
+// eager's bits (the running statistics and every other value too), also across ops between
+// the two; where this run gives the batch_norm's output its own storage (the host holds it),
+// or a run ends between them, they run apart. A second reader, or a 16-bit dtype, keeps them
+// apart in the plan.
+TEST(GraphPasses, BatchNormRunsAReluEpilogue) {
+  for (DType dt : {DType::Float32, DType::Float64})
+    for (bool between : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (between ? ", ops between" : ""));
+      Recorded rec = record(bn_relu(between, false), bn_inputs(dt));
+      const Plan& p = *rec.plan;
+      int32_t relu = between ? 4 : 1;
+      EXPECT_EQ(p.epilogue[0], relu);
+      EXPECT_EQ(std::count(p.epilogue.begin(), p.epilogue.end(), -1), int64_t(p.ir.nodes.size()) - 1);
+      expect_identical_all_modes(bn_relu(between, false), bn_inputs(dt), 3);
+      exec::CpuExecutor ex(rec.plan);
+      Inputs in = bn_inputs(dt)();
+      run_plan(ex, rec, in, Mode::kHeldOnly);
+      EXPECT_EQ(ex.last_stats().epilogues, 1);
+      run_plan(ex, rec, in, Mode::kAllInternal);  // every buffer given: y is materialized
+      EXPECT_EQ(ex.last_stats().epilogues, 0);
+      run_plan(ex, rec, in, Mode::kSplit, relu);  // the relu in the second range
+      EXPECT_EQ(ex.last_stats().epilogues, 0);
+      EXPECT_EQ(io::to_json(p)["nodes"][0]["epilogue"], relu);
+      EXPECT_NE(io::to_dot(p).find("+ relu n" + std::to_string(relu)), std::string::npos);
+      // The relu's output is reserved from the batch_norm on: nothing between overlaps it.
+      int32_t z = p.ir.nodes[size_t(relu)].outs[0].buf;
+      for (int32_t k = 1; k < relu; ++k)
+        for (const ValueRef& v : p.ir.nodes[size_t(k)].outs) {
+          if (p.arena_offset[v.buf] < 0 || v.buf == z) continue;
+          int64_t a0 = p.arena_offset[v.buf], a1 = a0 + p.ir.bufs[v.buf].nbytes;
+          int64_t z0 = p.arena_offset[z], z1 = z0 + p.ir.bufs[z].nbytes;
+          EXPECT_TRUE(a1 <= z0 || z1 <= a0) << "node " << k << " overlaps the relu's output";
+        }
+    }
+  for (bool between : {false, true}) {
+    Plan both = *record(bn_relu(between, true), bn_inputs(DType::Float32)).plan;
+    EXPECT_EQ(both.epilogue[0], -1);
+    expect_identical_all_modes(bn_relu(between, true), bn_inputs(DType::Float32));
+  }
+  Plan half = *record(bn_relu(false, false), bn_inputs(DType::BFloat16)).plan;
+  EXPECT_EQ(half.epilogue[0], -1);
+  expect_identical_all_modes(bn_relu(false, false), bn_inputs(DType::BFloat16));
+}
+
 }  // namespace
 
 namespace {

@@ -246,6 +246,7 @@ struct RunStats {
   int32_t skipped = 0;  // dead nodes not run
   int32_t shared = 0;   // nodes that read an earlier node's identical result instead
   int32_t fused = 0;    // fused steps run tile by tile
+  int32_t epilogues = 0;  // relus run inside their batch_norm's kernel (graph::Plan::epilogue)
 };
 
 // One per compiled Plan. Not thread-safe: one thread at a time calls run() (the runner, or
@@ -549,6 +550,12 @@ class CpuExecutor {
     if (st.fused && whole &&
         std::all_of(st.nodes.begin(), st.nodes.end(), [&](int32_t n) { return act_[n] == kRun; }))
       return run_fused(s, a);
+    if (st.nodes.size() == 1 && whole) {
+      int32_t n = st.nodes[0], m = plan_->epilogue.empty() ? -1 : plan_->epilogue[size_t(n)];
+      if (m >= 0 && m < a.end && act_[n] == kRun && act_[m] == kRun &&
+          !given_[plan_->ir.nodes[n].outs[0].buf])
+        return run_epilogue(n, m, a);
+    }
     for (int32_t n : st.nodes)
       if (n >= a.begin && n < a.end) run_node(n, a);
   }
@@ -648,6 +655,38 @@ class CpuExecutor {
       terra::detail::run_kernel(call, info, {h.outs.data(), h.outs.size()});
     }
     mark_written(node);
+  }
+
+  // Batch_norm n and the relu m of its output (graph::Plan::epilogue), both in this run, where
+  // the host holds no handle to the batch_norm's output: one kernel call at n, writing the
+  // relu's output; m is then skipped.
+  void run_epilogue(int32_t n, int32_t m, const RunArgs& a) {
+    const graph::IrNode &bn = plan_->ir.nodes[size_t(n)], &act = plan_->ir.nodes[size_t(m)];
+    NodeHandles& h = handles_[size_t(n)];
+    if (h.ins.size() != bn.ins.size()) h.ins.resize(bn.ins.size());
+    if (h.outs.size() != bn.outs.size()) h.outs.resize(bn.outs.size());
+    struct Release {
+      NodeHandles& h;
+      ~Release() {
+        for (Tensor& t : h.ins)
+          if (t.defined()) t.unsafe_impl()->storage = {};
+        for (Tensor& t : h.outs)
+          if (t.defined()) t.unsafe_impl()->storage = {};
+      }
+    } release{h};
+    for (size_t i = 0; i < bn.ins.size(); ++i) aim(h.ins[i], bn.ins[i]);
+    aim(h.outs[0], act.outs[0]);  // the relu's output in place of the batch_norm's
+    for (size_t i = 1; i < bn.outs.size(); ++i) aim(h.outs[i], bn.outs[i]);
+    Attrs at = attrs_of(n, a);
+    at.ints.resize(5);
+    at.ints.push_back(1);  // relu epilogue (cpu batch_norm_kernel)
+    OpCall call{.op = bn.op, .inputs = {h.ins.data(), h.ins.size()}, .attrs = at};
+    terra::detail::run_kernel(call, op_info(bn.op), {h.outs.data(), h.outs.size()});
+    for (size_t i = 1; i < bn.outs.size(); ++i)  // the statistics (y was never written)
+      if (!plan_->ir.bufs[bn.outs[i].buf].external) bound_[bn.outs[i].buf] = st_[bn.outs[i].buf];
+    mark_written(act);
+    act_[m] = kSkip;  // done
+    ++stats_.epilogues;
   }
 
   // ---- fused steps ----

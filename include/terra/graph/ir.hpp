@@ -81,6 +81,10 @@ struct Plan {
   std::vector<Step> steps;              // in execution order; every node is in exactly one step
   std::vector<uint8_t> dead;            // per node: dce found its outputs unused in the block
   std::vector<int32_t> same_as;         // per node: cse found node same_as[n] < n computes it
+  // Per node: for a batch_norm on the CPU whose output only a later relu reads, that relu's
+  // node m, else -1. The executor may run m inside n (the batch_norm kernel writes relu(y)
+  // into m's output in its own pass), when a run holds both and needs y nowhere else.
+  std::vector<int32_t> epilogue;
   std::vector<int64_t> arena_offset;    // per buffer: byte offset in its device's arena, -1 if none
   int64_t arena_bytes = 0;              // the CPU arena
   std::vector<std::pair<Device, int64_t>> device_arenas;  // the arena of each other device used

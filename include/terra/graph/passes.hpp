@@ -229,6 +229,49 @@ inline void fuse(Plan& p) {
   detail::flush_chain(p, chain);
 }
 
+// ---- epilogues ----
+
+// Plan::epilogue: a batch_norm n (CPU, float32/float64: a 16-bit y is rounded before the
+// relu, so -0.0 could differ) whose output y, fresh and contiguous, no node but one reads: a
+// relu m of y, in a step of its own, writing a fresh contiguous output z. No other node names
+// y's buffer, and none can name z's before m: running m at n's place reads and writes
+// nothing that the nodes between see (plan_memory reserves z from n on). The training-mode
+// running-statistics update that autograd places between them is such a stretch.
+inline void find_epilogues(Plan& p) {
+  const auto& nodes = p.ir.nodes;
+  p.epilogue.assign(nodes.size(), -1);
+  auto users = buffer_users(p.ir);
+  std::vector<uint8_t> alone(nodes.size(), 0);
+  for (const Step& st : p.steps)
+    if (st.nodes.size() == 1) alone[size_t(st.nodes[0])] = 1;
+  auto plain = [](const ValueRef& v) {
+    return v.device.is_cpu() && (v.dtype == DType::Float32 || v.dtype == DType::Float64) &&
+           v.offset == 0 && v.strides == contiguous_strides(v.shape);
+  };
+  for (int32_t n = 0; n < int32_t(nodes.size()); ++n) {
+    const IrNode& bn = nodes[size_t(n)];
+    if (bn.op != Op::BatchNorm || bn.dynamic || bn.inplace || p.same_as[n] >= 0 || bn.outs.empty() ||
+        bn.out_alias[0] >= 0 || !plain(bn.outs[0]) || p.ir.bufs[bn.outs[0].buf].external)
+      continue;
+    const ValueRef& y = bn.outs[0];
+    const auto& u = users[y.buf];  // n itself and its readers
+    int32_t m = -1;
+    for (int32_t x : u)
+      if (x != n) m = m < 0 ? x : -2;
+    if (m < 0 || m <= n) continue;
+    const IrNode& act = nodes[size_t(m)];
+    if (act.op != Op::Relu || act.dynamic || act.inplace || p.same_as[m] >= 0 || !alone[size_t(m)] ||
+        act.ins.size() != 1 || act.outs.size() != 1 || !(act.ins[0] == y) || act.out_alias[0] >= 0)
+      continue;
+    const ValueRef& z = act.outs[0];
+    if (!plain(z) || z.dtype != y.dtype || z.shape != y.shape || p.ir.bufs[z.buf].external) continue;
+    bool clash = false;
+    for (int32_t x : users[z.buf]) clash |= x < m;
+    for (const ValueRef& v : bn.ins) clash |= v.buf == z.buf;
+    if (!clash) p.epilogue[size_t(n)] = m;
+  }
+}
+
 // Per step: the fresh outputs of its members that no node outside the step touches and no
 // cse'd node shares. A fused run may keep them in per-tile scratch instead of their buffers.
 inline std::vector<std::vector<int32_t>> fused_intermediates(const Plan& p) {
@@ -330,6 +373,12 @@ inline void plan_memory(Plan& p) {
       first[b] = std::min(first[b], scratch[b] ? u : step_lo[u]);
       last[b] = std::max(last[b], scratch[b] ? u : step_hi[u]);
     }
+  // A relu run inside its batch_norm (Plan::epilogue) writes its output at the batch_norm.
+  for (size_t n = 0; n < p.epilogue.size(); ++n)
+    if (int32_t m = p.epilogue[n]; m >= 0) {
+      int32_t z = ir.nodes[size_t(m)].outs[0].buf;
+      first[z] = std::min(first[z], int32_t(n));
+    }
   for (size_t n = 0; n < p.same_as.size(); ++n)
     if (p.same_as[n] >= 0)
       for (size_t i = 0; i < ir.nodes[n].outs.size(); ++i) {
@@ -393,6 +442,7 @@ inline Plan compile(BlockIr ir) {
   dce(p);
   cse(p);
   fuse(p);
+  find_epilogues(p);
   plan_memory(p);
   return p;
 }

@@ -45,7 +45,7 @@ inline std::string shape_str(const Shape& s) {
 
 }  // namespace detail
 
-// {"nodes": [{op, attrs, ins, outs, inplace, dynamic, dead, same_as}], "buffers": [{external,
+// {"nodes": [{op, attrs, ins, outs, inplace, dynamic, dead, same_as, epilogue}], "buffers": [{external,
 // dynamic, nbytes, producer, device, arena_offset}], "steps": [{nodes, fused}], "arena_bytes" (the CPU arena),
 // "device_arenas": [{device, bytes}]}
 inline nlohmann::json to_json(const graph::Plan& p) {
@@ -59,7 +59,8 @@ inline nlohmann::json to_json(const graph::Plan& p) {
     j["nodes"].push_back({{"id", n}, {"op", op_name(node.op)}, {"attrs", detail::to_json(node.attrs)},
                           {"ins", ins}, {"outs", outs}, {"inplace", node.inplace},
                           {"dynamic", node.dynamic}, {"dead", n < p.dead.size() && p.dead[n]},
-                          {"same_as", n < p.same_as.size() ? p.same_as[n] : -1}});
+                          {"same_as", n < p.same_as.size() ? p.same_as[n] : -1},
+                          {"epilogue", n < p.epilogue.size() ? p.epilogue[n] : -1}});
   }
   j["buffers"] = nlohmann::json::array();
   for (size_t b = 0; b < p.ir.bufs.size(); ++b) {
@@ -91,7 +92,9 @@ inline std::string to_dot(const graph::Plan& p) {
     std::ostringstream l;
     l << "  n" << n << " [label=\"" << n << ": " << op_name(node.op)
       << (node.inplace ? "_" : "") << "\\n"
-      << (node.outs.empty() ? "" : detail::shape_str(node.outs[0].shape)) << "\"";
+      << (node.outs.empty() ? "" : detail::shape_str(node.outs[0].shape));
+    if (n < p.epilogue.size() && p.epilogue[n] >= 0) l << "\\n+ relu n" << p.epilogue[n];  // runs it
+    l << "\"";
     if (n < p.dead.size() && p.dead[n]) l << ", style=dashed";
     if (n < p.same_as.size() && p.same_as[n] >= 0) l << ", style=filled, fillcolor=grey";
     if (node.dynamic) l << ", color=orange";  // shapes change from run to run

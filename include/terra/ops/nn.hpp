@@ -68,6 +68,8 @@ struct LayerNorm : Stateless {
 // inputs: x, then those of weight, bias, running_mean, running_var that are present.
 // attrs.ints = {has_weight, has_bias, has_running_mean, has_running_var, training},
 // attrs.scalars = {momentum, eps}. In training the kernel updates the running stats in place.
+// A sixth int, set only by a compiled plan's executor (never by the op's callers), makes the
+// CPU kernel write relu(y) instead of y (graph::Plan::epilogue).
 // x: [N, C, *] -> (y: x's shape, save_mean: [C], save_invstd: [C]).
 // The vjp reads x, weight and the saved statistics. Running stats get no gradient; a training
 // call that autograd records gets none as inputs (native_batch_norm updates them itself, see

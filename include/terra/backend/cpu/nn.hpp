@@ -272,10 +272,14 @@ inline void update_running(const Tensor& run, int64_t c, double value, double mo
   });
 }
 
+// attrs.ints[5] (set only by a plan's executor, see graph::Plan::epilogue): write relu(y)
+// instead of y, in the same pass. The bits are those of relu applied to y afterwards: the
+// same float y, then op::Relu on it.
 inline void batch_norm_kernel(const OpCall& c, std::span<Tensor> outs) {
   Tensor x = ix::dense(c.inputs[0], c.inputs[0].dtype());
   const auto& fl = c.attrs.ints;
   bool training = fl[4] != 0;
+  const bool relu = fl.size() > 5 && fl[5] != 0;
   double momentum = c.attrs.scalars[0], eps = c.attrs.scalars[1];
   int64_t nb = x.shape()[0], ch = x.shape()[1], sp = ch && nb ? x.numel() / (nb * ch) : 0;
   auto p = nnk::params(c, 2, x.dtype());
@@ -315,7 +319,15 @@ inline void batch_norm_kernel(const OpCall& c, std::span<Tensor> outs) {
         for (int64_t i = 0; i < nb; ++i) {
           const T* xr = xp + (i * ch + k) * sp;
           T* yr = y + (i * ch + k) * sp;
-          for (int64_t j = 0; j < sp; ++j) yr[j] = xr[j] * scale + shift;
+          if (relu) {
+            const op::Relu act;
+            for (int64_t j = 0; j < sp; ++j) {
+              const T v = xr[j] * scale + shift;
+              yr[j] = act(v);
+            }
+          } else {
+            for (int64_t j = 0; j < sp; ++j) yr[j] = xr[j] * scale + shift;
+          }
         }
       }
     });
