@@ -622,19 +622,8 @@ class CpuExecutor {
       return;
     }
     if (act_[n] != kRun) return;
-    NodeHandles& h = handles_[n];
-    if (h.ins.size() != node.ins.size()) h.ins.resize(node.ins.size());
-    if (h.outs.size() != node.outs.size()) h.outs.resize(node.outs.size());
-    // The handles let go of this run's storages when the node is done, thrown or not.
-    struct Release {
-      NodeHandles& h;
-      ~Release() {
-        for (Tensor& t : h.ins)
-          if (t.defined()) t.unsafe_impl()->storage = {};
-        for (Tensor& t : h.outs)
-          if (t.defined()) t.unsafe_impl()->storage = {};
-      }
-    } release{h};
+    NodeHandles& h = handles_of(n);
+    ReleaseHandles release{h};
     if (const graph::NodeViews* v = node.dynamic ? run_views(n, a) : nullptr) {
       // This run's views of the node's buffers: fresh handles (their shapes change).
       for (size_t i = 0; i < node.ins.size(); ++i) h.ins[i] = run_view(n, node.ins[i].buf, v->ins[i]);
@@ -662,18 +651,8 @@ class CpuExecutor {
   // relu's output; m is then skipped.
   void run_epilogue(int32_t n, int32_t m, const RunArgs& a) {
     const graph::IrNode &bn = plan_->ir.nodes[size_t(n)], &act = plan_->ir.nodes[size_t(m)];
-    NodeHandles& h = handles_[size_t(n)];
-    if (h.ins.size() != bn.ins.size()) h.ins.resize(bn.ins.size());
-    if (h.outs.size() != bn.outs.size()) h.outs.resize(bn.outs.size());
-    struct Release {
-      NodeHandles& h;
-      ~Release() {
-        for (Tensor& t : h.ins)
-          if (t.defined()) t.unsafe_impl()->storage = {};
-        for (Tensor& t : h.outs)
-          if (t.defined()) t.unsafe_impl()->storage = {};
-      }
-    } release{h};
+    NodeHandles& h = handles_of(n);
+    ReleaseHandles release{h};
     for (size_t i = 0; i < bn.ins.size(); ++i) aim(h.ins[i], bn.ins[i]);
     aim(h.outs[0], act.outs[0]);  // the relu's output in place of the batch_norm's
     for (size_t i = 1; i < bn.outs.size(); ++i) aim(h.outs[i], bn.outs[i]);
@@ -828,6 +807,24 @@ class CpuExecutor {
     SmallVector<Tensor, 2> outs;
   };
   std::vector<NodeHandles> handles_;
+  // The handles let go of this run's storages when the node is done, thrown or not.
+  struct ReleaseHandles {
+    NodeHandles& h;
+    ~ReleaseHandles() {
+      for (Tensor& t : h.ins)
+        if (t.defined()) t.unsafe_impl()->storage = {};
+      for (Tensor& t : h.outs)
+        if (t.defined()) t.unsafe_impl()->storage = {};
+    }
+  };
+  // Node n's handles, one per operand.
+  NodeHandles& handles_of(int32_t n) {
+    const graph::IrNode& node = plan_->ir.nodes[size_t(n)];
+    NodeHandles& h = handles_[size_t(n)];
+    if (h.ins.size() != node.ins.size()) h.ins.resize(node.ins.size());
+    if (h.outs.size() != node.outs.size()) h.outs.resize(node.outs.size());
+    return h;
+  }
   std::vector<GraphSegment> segs_;     // device graphs (Arena::device_graphs)
   std::vector<int32_t> seg_at_step_;   // per step: its segment, or -1 (empty: none)
   // Per run.

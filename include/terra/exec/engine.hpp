@@ -52,9 +52,9 @@ struct EngineOptions {
   int max_ahead = 2;            ///< iterations the host may run ahead of the graph runner
   /// Streaming: whenever the graph runner is idle and the current block has this many recorded
   /// ops not yet launched, they are launched, so the runner executes the block while the host
-  /// is still recording it instead of after. On where a host read waits: for the rest of an
-  /// iteration in which a read found the runner busy, and in a block whose last run ended in
-  /// a read that waited for at least this many of its ops. A program that reads a value in
+  /// is still recording it instead of after. It is on where host reads wait: for the rest of
+  /// an iteration in which a read found the runner busy, and in a block whose last run ended
+  /// in a read that waited for at least this many of its ops. A program that reads a value in
   /// every step then overlaps its recording with execution. 0: launch only at block ends and
   /// reads (docs/coexecution.md "Streaming").
   int stream_after = 16;
@@ -205,7 +205,7 @@ class Engine final : public trace::Hook {
   /// A block's compiled plan and its executor.
   struct Compiled {
     uint64_t version = 0;                      ///< the block version it was compiled from
-    std::shared_ptr<const graph::Plan> plan;   ///< after dce, cse, fuse, plan_memory
+    std::shared_ptr<const graph::Plan> plan;   ///< graph::compile's: dce, cse, fuse, epilogues, memory
     std::shared_ptr<exec::CpuExecutor> exec;   ///< runs the plan (in the engine's arena)
     /// Per node: the first node of its plan step (a launch that ends there splits no fused step).
     std::vector<int32_t> step_begin;
