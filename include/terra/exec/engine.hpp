@@ -502,15 +502,17 @@ class Engine final : public trace::Hook {
     runner_.push(std::move(run), wake);
   }
   // EngineOptions::stream_after: while streaming, launch the open segment when the runner is
-  // idle and it holds enough ops, ending it where no fused step is cut in two.
+  // idle, it holds enough ops, and the next node starts a plan step (no fused step is cut in
+  // two). The launch takes every node answered so far: their outputs and in-place
+  // destinations wait on the open segment's signal, which becomes this run's, so a cut
+  // before the last answered node would let those waits end before the node ran.
   void maybe_stream() {
     if (!(streaming_ || stream_here_) || int64_t(idx_) - launched_ < opts_.stream_after ||
         !runner_.idle())
       return;
     const Compiled& c = compiled(block_);
-    int32_t end = idx_ < c.step_begin.size() ? c.step_begin[idx_] : int32_t(idx_);
-    if (end - launched_ < opts_.stream_after) return;
-    launch_segment(end);
+    if (idx_ < c.step_begin.size() && c.step_begin[idx_] != int32_t(idx_)) return;
+    launch_segment(int32_t(idx_));
     ++stats_.streamed;
   }
   Ref<exec::RunSignal>& open_signal() {
