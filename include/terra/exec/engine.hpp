@@ -207,8 +207,8 @@ class Engine final : public trace::Hook {
     uint64_t version = 0;                      ///< the block version it was compiled from
     std::shared_ptr<const graph::Plan> plan;   ///< graph::compile's: dce, cse, fuse, epilogues, memory
     std::shared_ptr<exec::CpuExecutor> exec;   ///< runs the plan (in the engine's arena)
-    /// Per node: the first node of its plan step (a launch that ends there splits no fused step).
-    std::vector<int32_t> step_begin;
+    /// Per node: it starts a plan step (a launch that ends before it splits no fused step).
+    std::vector<uint8_t> starts_step;
   };
   /// The trace graph of one iteration() call site.
   struct GraphState {
@@ -425,9 +425,8 @@ class Engine final : public trace::Hook {
       c.plan = std::make_shared<const graph::Plan>(graph::compile(blk.ir));
       c.exec = std::make_shared<exec::CpuExecutor>(c.plan, exec::CpuExecutor::kTileElems, arena_);
       c.version = blk.version;
-      c.step_begin.assign(blk.ir.nodes.size(), 0);
-      for (const graph::Step& st : c.plan->steps)
-        for (int32_t n : st.nodes) c.step_begin[size_t(n)] = st.nodes.front();
+      c.starts_step.assign(blk.ir.nodes.size(), 0);
+      for (const graph::Step& st : c.plan->steps) c.starts_step[size_t(st.nodes.front())] = 1;
       ++stats_.compiles;
     }
     return c;
@@ -511,7 +510,7 @@ class Engine final : public trace::Hook {
         !runner_.idle())
       return;
     const Compiled& c = compiled(block_);
-    if (idx_ < c.step_begin.size() && c.step_begin[idx_] != int32_t(idx_)) return;
+    if (idx_ < c.starts_step.size() && !c.starts_step[idx_]) return;
     launch_segment(int32_t(idx_));
     ++stats_.streamed;
   }

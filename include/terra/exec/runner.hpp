@@ -118,7 +118,6 @@ class Runner {
       std::lock_guard lk(mu_);
       queue_.push_back(std::move(r));
       ++pending_;
-      unfinished_.store(pending_, std::memory_order_relaxed);
     }
     if (wake) team_.notify();
   }
@@ -152,7 +151,7 @@ class Runner {
   }
   // No run queued or executing (a hint, read without the lock: the runner may finish one
   // right after).
-  bool idle() const { return unfinished_.load(std::memory_order_relaxed) == 0; }
+  bool idle() const { return pending_.load(std::memory_order_relaxed) == 0; }
   std::exception_ptr first_error() {
     std::lock_guard lk(mu_);
     return error_;
@@ -231,7 +230,6 @@ class Runner {
       std::lock_guard lk(mu_);
       dead_.push_back(std::move(run));
       --pending_;
-      unfinished_.store(pending_, std::memory_order_relaxed);
       busy_ = false;
     }
     team_.notify();
@@ -240,8 +238,7 @@ class Runner {
   bool timeline_;
   std::mutex mu_;
   std::deque<std::unique_ptr<Run>> queue_;
-  int64_t pending_ = 0;
-  std::atomic<int64_t> unfinished_{0};  // pending_, for idle()
+  std::atomic<int64_t> pending_{0};  // runs queued or executing: changed under mu_, read by idle()
   bool busy_ = false;  // a thread is executing a run
   bool stop_ = false;
   std::exception_ptr error_;
